@@ -1,0 +1,25 @@
+//! Ratify's coordinator: a Raft-replicated cluster that decides distributed transactions.
+//!
+//! # Layout
+//! - [`config`]: a node's settings, validated once. [`limits`]: every bound, named.
+//! - [`state`]: the replicated state machine's logic, pure and deterministic (first-wins
+//!   decisions, phase-2 acknowledgements, compaction, the participant registry).
+//! - [`raft`]: openraft over RocksDB — log store, state-machine store, snapshots, the tonic
+//!   transport's client side.
+//! - [`server`]: thin tonic adapters (Raft transport, admin API, health, reflection).
+//! - [`node`]: storage + Raft + server, started together, stopped gracefully.
+//! - [`admin_client`]: finds the leader and calls the admin API (used by the CLI).
+//! - [`local_cluster`]: real coordinator processes on loopback, for the quick start and tests.
+//!
+//! The `ratify` binary (`src/bin/ratify/`) parses flags, sets up tracing and calls these.
+
+#![deny(missing_docs)]
+
+pub mod admin_client;
+pub mod config;
+pub mod limits;
+pub mod local_cluster;
+pub mod node;
+pub mod raft;
+pub mod server;
+pub mod state;

@@ -1,0 +1,183 @@
+//! A coordinator node: storage, Raft and the gRPC server, started together and stopped
+//! gracefully.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use openraft::BasicNode;
+use openraft::error::{InitializeError, RaftError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::raft::state_machine::{StateMachineStore, StateView};
+use crate::raft::store::{Db, StoreError};
+use crate::raft::{Raft, raft_config};
+use crate::{limits, server};
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The data directory could not be created or opened.
+    #[error("data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// openraft refused to start or initialize.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The listening socket failed.
+    #[error("listen: {0}")]
+    Listen(std::io::Error),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// A running node.
+pub struct Node {
+    /// This node's id.
+    pub node_id: u64,
+    /// The openraft handle.
+    pub raft: Raft,
+    /// The applied state.
+    pub view: StateView,
+    /// The address the server listens on.
+    pub local_addr: SocketAddr,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_server: oneshot::Sender<()>,
+}
+
+impl Node {
+    /// Open storage, start Raft and serve on `listener`. With `config.init`, initialize the
+    /// cluster from `config.peers` if this node has never been part of one.
+    pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Self, NodeError> {
+        config.validate()?;
+        let local_addr = listener.local_addr().map_err(NodeError::Listen)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let db = Db::open(&config.data_dir)?;
+        let log_store = LogStore::new(db.clone()).map_err(|source| NodeError::DataDir {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let sm = StateMachineStore::open(db.clone())?;
+        let view = sm.view();
+        let raft_cfg =
+            raft_config(&config.cluster_name).map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_cfg),
+            NetworkFactory {
+                node_id: config.node_id,
+            },
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::serve(
+            listener,
+            config.node_id,
+            raft.clone(),
+            view.clone(),
+            db,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+
+        if config.init {
+            let members: BTreeMap<u64, BasicNode> = config
+                .peers
+                .iter()
+                .map(|p| {
+                    (
+                        p.node_id,
+                        BasicNode {
+                            addr: p.endpoint.to_string(),
+                        },
+                    )
+                })
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(node_id = config.node_id, "initialized a new cluster"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    tracing::info!(
+                        node_id = config.node_id,
+                        "already initialized; --init ignored"
+                    )
+                }
+                Err(e) => return Err(NodeError::Raft(e.to_string())),
+            }
+        }
+        tracing::info!(node_id = config.node_id, %local_addr, advertise = %config.advertised(local_addr), "coordinator node started");
+        Ok(Self {
+            node_id: config.node_id,
+            raft,
+            view,
+            local_addr,
+            server,
+            stop_server,
+        })
+    }
+
+    /// Run until `shutdown` completes (or the server fails), then stop gracefully: stop
+    /// accepting calls, let in-flight ones finish (bounded), stop Raft, close storage.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+        let Node {
+            node_id,
+            raft,
+            server,
+            stop_server,
+            ..
+        } = self;
+        let mut server = server;
+        let server_result = tokio::select! {
+            () = shutdown => None,
+            r = &mut server => Some(r),
+        };
+        let result = match server_result {
+            Some(Ok(r)) => r.map_err(NodeError::from),
+            Some(Err(join)) => Err(NodeError::Raft(format!("server task failed: {join}"))),
+            None => {
+                tracing::info!(node_id, "shutting down");
+                let _ = stop_server.send(());
+                match tokio::time::timeout(limits::SHUTDOWN_GRACE, server).await {
+                    Ok(Ok(r)) => r.map_err(NodeError::from),
+                    Ok(Err(join)) => Err(NodeError::Raft(format!("server task failed: {join}"))),
+                    Err(_) => {
+                        tracing::warn!(
+                            node_id,
+                            "in-flight calls did not finish within the grace period"
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = raft.shutdown().await {
+            tracing::warn!(node_id, error = %e, "raft did not shut down cleanly");
+        }
+        tracing::info!(node_id, "stopped");
+        result
+    }
+}

@@ -1,0 +1,421 @@
+//! The Raft state machine: applies committed entries to [`State`] (pure logic in
+//! `crate::state`), keeps it in memory for reads, persists exactly the rows each apply changed,
+//! and builds and installs snapshots.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use prost::Message;
+use ratify_proto::pb::raft as pbr;
+use ratify_proto::raft as wire;
+use ratify_proto::types::{ParticipantId, TxnId};
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use super::TypeConfig;
+use super::store::{CF_SM, CF_SNAPSHOT, Db, StoreError, corrupt, decode};
+use crate::state::{Change, CommandReply, DecisionRecord, Registration, State};
+
+type Entry = openraft::Entry<TypeConfig>;
+type StorageResult<T> = Result<T, StorageError<u64>>;
+
+const PREFIX_DECIDED: u8 = b'd';
+const PREFIX_COMPLETED: u8 = b'c';
+const PREFIX_PARTICIPANT: u8 = b'p';
+const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"m:membership";
+const KEY_SNAPSHOT_META: &[u8] = b"meta";
+const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+
+/// Version of the snapshot data format (JSON of [`SnapshotFile`]).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+
+/// The snapshot's data: the whole replicated state. Membership and the last applied log id
+/// travel in the snapshot's metadata.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    /// [`SNAPSHOT_FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The state at the snapshot's last log id.
+    pub state: State,
+}
+
+/// What has been applied: the state, the last applied log id and the last membership.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The replicated state.
+    pub state: State,
+    /// The last applied entry.
+    pub last_applied: Option<LogId<u64>>,
+    /// The last applied membership.
+    pub membership: StoredMembership<u64, BasicNode>,
+}
+
+/// A read-only view of the applied state, for servers. Reads are local: they may lag the
+/// leader (use a read-index check first where linearizability matters).
+#[derive(Clone)]
+pub struct StateView(Arc<RwLock<Applied>>);
+
+impl StateView {
+    /// Read the applied state. Hold the guard briefly: apply waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The state machine store. Clones share the state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<Db>,
+    applied: Arc<RwLock<Applied>>,
+}
+
+fn txn_key(prefix: u8, id: &TxnId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(prefix);
+    k.extend_from_slice(&id.to_bytes());
+    k
+}
+
+fn participant_key(id: &ParticipantId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.as_str().len());
+    k.push(PREFIX_PARTICIPANT);
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("state rows are plain data and always serialize")
+}
+
+impl StateMachineStore {
+    /// Load the applied state from `db`.
+    pub fn open(db: Arc<Db>) -> Result<Self, StoreError> {
+        let applied = load(&db)?;
+        Ok(Self {
+            db,
+            applied: Arc::new(RwLock::new(applied)),
+        })
+    }
+
+    /// A read-only view for servers.
+    pub fn view(&self) -> StateView {
+        StateView(self.applied.clone())
+    }
+
+    fn write_applied(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
+        self.applied
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let cf = self.db.cf(CF_SNAPSHOT);
+        batch.put_cf(
+            cf,
+            KEY_SNAPSHOT_META,
+            wire::snapshot_meta_to_wire(meta).encode_to_vec(),
+        );
+        batch.put_cf(cf, KEY_SNAPSHOT_DATA, data);
+        self.db.write(batch, true)
+    }
+}
+
+fn load(db: &Db) -> Result<Applied, StoreError> {
+    let mut applied = Applied::default();
+    let cf = db.cf(CF_SM);
+    for item in db.raw().iterator_cf(cf, IteratorMode::Start) {
+        let (key, value) = item?;
+        match key.first() {
+            Some(&PREFIX_DECIDED) | Some(&PREFIX_COMPLETED) => {
+                let bytes: [u8; 16] = key[1..]
+                    .try_into()
+                    .map_err(|_| corrupt("state row key", "transaction id is not 16 bytes"))?;
+                let id = TxnId::from_bytes(bytes).map_err(|e| corrupt("state row key", e))?;
+                let record: DecisionRecord =
+                    serde_json::from_slice(&value).map_err(|e| corrupt("decision record", e))?;
+                if key[0] == PREFIX_DECIDED {
+                    applied.state.decided.insert(id, record);
+                } else {
+                    applied.state.completed.insert(id, record);
+                }
+            }
+            Some(&PREFIX_PARTICIPANT) => {
+                let name =
+                    std::str::from_utf8(&key[1..]).map_err(|e| corrupt("participant key", e))?;
+                let id = ParticipantId::new(name).map_err(|e| corrupt("participant key", e))?;
+                let reg: Registration =
+                    serde_json::from_slice(&value).map_err(|e| corrupt("registration", e))?;
+                applied.state.participants.insert(id, reg);
+            }
+            _ if key.as_ref() == KEY_LAST_APPLIED => {
+                let w: pbr::LogId = decode("last applied", &value)?;
+                applied.last_applied = Some(
+                    wire::log_id_from_wire("last_applied", w)
+                        .map_err(|e| corrupt("last applied", e))?,
+                );
+            }
+            _ if key.as_ref() == KEY_MEMBERSHIP => {
+                let w: pbr::StoredMembership = decode("membership", &value)?;
+                applied.membership = wire::stored_membership_from_wire("membership", w)
+                    .map_err(|e| corrupt("membership", e))?;
+            }
+            _ => {
+                return Err(corrupt(
+                    "state row",
+                    format!("unknown key {:?}", String::from_utf8_lossy(&key)),
+                ));
+            }
+        }
+    }
+    applied.state.check_invariants();
+    Ok(applied)
+}
+
+/// Write the rows `changes` names, as they are now in `state`, into `batch`.
+fn stage_changes(db: &Db, batch: &mut WriteBatch, state: &State, changes: &[Change]) {
+    let cf = db.cf(CF_SM);
+    for change in changes {
+        match change {
+            Change::Decided(id) => match state.decided.get(id) {
+                Some(r) => batch.put_cf(cf, txn_key(PREFIX_DECIDED, id), json(r)),
+                None => batch.delete_cf(cf, txn_key(PREFIX_DECIDED, id)),
+            },
+            Change::DecidedRemoved(id) => batch.delete_cf(cf, txn_key(PREFIX_DECIDED, id)),
+            Change::Completed(id) => match state.completed.get(id) {
+                Some(r) => batch.put_cf(cf, txn_key(PREFIX_COMPLETED, id), json(r)),
+                None => batch.delete_cf(cf, txn_key(PREFIX_COMPLETED, id)),
+            },
+            Change::CompletedRemoved(id) => batch.delete_cf(cf, txn_key(PREFIX_COMPLETED, id)),
+            Change::Participant(id) => match state.participants.get(id) {
+                Some(r) => batch.put_cf(cf, participant_key(id), json(r)),
+                None => batch.delete_cf(cf, participant_key(id)),
+            },
+        }
+    }
+}
+
+fn stage_meta(db: &Db, batch: &mut WriteBatch, applied: &Applied) {
+    let cf = db.cf(CF_SM);
+    if let Some(id) = &applied.last_applied {
+        batch.put_cf(
+            cf,
+            KEY_LAST_APPLIED,
+            wire::log_id_to_wire(id).encode_to_vec(),
+        );
+    }
+    batch.put_cf(
+        cf,
+        KEY_MEMBERSHIP,
+        wire::stored_membership_to_wire(&applied.membership).encode_to_vec(),
+    );
+}
+
+fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
+        let a = self.view();
+        let a = a.read();
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandReply>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut changes = Vec::new();
+        let mut batch = WriteBatch::default();
+        {
+            let mut applied = self.write_applied();
+            for entry in entries {
+                applied.last_applied = Some(entry.log_id);
+                let reply = match entry.payload {
+                    EntryPayload::Blank => CommandReply::Done,
+                    EntryPayload::Normal(cmd) => applied.state.apply(&cmd, &mut changes),
+                    EntryPayload::Membership(m) => {
+                        applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                        CommandReply::Done
+                    }
+                };
+                replies.push(reply);
+            }
+            stage_changes(&self.db, &mut batch, &applied.state, &changes);
+            stage_meta(&self.db, &mut batch, &applied);
+        }
+        // Not synced here: the entries are durable in the log, and apply is re-run from the log
+        // after a crash (see `store`).
+        self.db.write(batch, false).map_err(sm_write_err)?;
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let file: SnapshotFile = serde_json::from_slice(&data).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
+        })?;
+        if file.format_version != SNAPSHOT_FORMAT_VERSION {
+            let e = corrupt(
+                "snapshot",
+                format!(
+                    "format version {} is not {SNAPSHOT_FORMAT_VERSION}",
+                    file.format_version
+                ),
+            );
+            return Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into());
+        }
+        file.state.check_invariants();
+        let installed = Applied {
+            state: file.state,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        // Replace every state row in one batch, synced, with the snapshot itself.
+        let mut batch = WriteBatch::default();
+        let cf = self.db.cf(CF_SM);
+        batch.delete_range_cf(cf, [0u8].as_slice(), [0xffu8; 32].as_slice());
+        let mut changes: Vec<Change> = Vec::new();
+        changes.extend(
+            installed
+                .state
+                .decided
+                .keys()
+                .map(|id| Change::Decided(*id)),
+        );
+        changes.extend(
+            installed
+                .state
+                .completed
+                .keys()
+                .map(|id| Change::Completed(*id)),
+        );
+        changes.extend(
+            installed
+                .state
+                .participants
+                .keys()
+                .cloned()
+                .map(Change::Participant),
+        );
+        stage_changes(&self.db, &mut batch, &installed.state, &changes);
+        stage_meta(&self.db, &mut batch, &installed);
+        let snap_cf = self.db.cf(CF_SNAPSHOT);
+        batch.put_cf(
+            snap_cf,
+            KEY_SNAPSHOT_META,
+            wire::snapshot_meta_to_wire(meta).encode_to_vec(),
+        );
+        batch.put_cf(snap_cf, KEY_SNAPSHOT_DATA, &data);
+        self.db.write(batch, true).map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
+        })?;
+        *self.write_applied() = installed;
+        tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let Some(meta_bytes) = self
+            .db
+            .get(CF_SNAPSHOT, KEY_SNAPSHOT_META)
+            .map_err(sm_read_err)?
+        else {
+            return Ok(None);
+        };
+        let w: pbr::SnapshotMeta = decode("snapshot meta", &meta_bytes).map_err(sm_read_err)?;
+        let meta = wire::snapshot_meta_from_wire("snapshot meta", w)
+            .map_err(|e| sm_read_err(corrupt("snapshot meta", e)))?;
+        let data = self
+            .db
+            .get(CF_SNAPSHOT, KEY_SNAPSHOT_DATA)
+            .map_err(sm_read_err)?
+            .ok_or_else(|| sm_read_err(corrupt("snapshot", "metadata without data")))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+/// Builds a snapshot of the applied state.
+pub struct SnapshotBuilder {
+    store: StateMachineStore,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let (file, last_applied, membership) = {
+            let view = self.store.view();
+            let a = view.read();
+            (
+                SnapshotFile {
+                    format_version: SNAPSHOT_FORMAT_VERSION,
+                    state: a.state.clone(),
+                },
+                a.last_applied,
+                a.membership.clone(),
+            )
+        };
+        // Make the state rows durable before the log behind them may be purged.
+        self.store.db.sync_wal().map_err(sm_write_err)?;
+        let data = json(&file);
+        let snapshot_id = match last_applied {
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => "empty".to_owned(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        self.store.save_snapshot(&meta, &data).map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
+        })?;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! Thin tonic adapters: convert a request to domain types, call the node, convert back. The
+//! only place in the coordinator that builds a `tonic::Status` (through
+//! [`ratify_proto::error::ErrorDetail`], so every error carries machine-readable details).
+
+pub mod admin;
+pub mod raft;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::BasicNode;
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use ratify_proto::error::{ErrorCode, ErrorDetail};
+use ratify_proto::pb::coordinator::admin_server::AdminServer;
+use ratify_proto::pb::raft::raft_server::RaftServer;
+use ratify_proto::types::Endpoint;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+
+use crate::limits;
+use crate::raft::Raft;
+use crate::raft::state_machine::StateView;
+use crate::raft::store::Db;
+
+/// A failed `client_write` / `change_membership` on openraft.
+pub struct ClientWriteFailure(pub RaftError<u64, ClientWriteError<u64, BasicNode>>);
+
+impl ClientWriteFailure {
+    /// The status for the caller: NOT_LEADER with the leader's address when this node is not
+    /// the leader, PRECONDITION for a refused membership change, UNAVAILABLE otherwise.
+    pub fn into_status(self, raft: &Raft) -> Status {
+        match self.0 {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                let leader_node = f.leader_node.or_else(|| {
+                    let id = f.leader_id?;
+                    raft.metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .cloned()
+                });
+                not_leader(f.leader_id, leader_node.as_ref())
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                let code = match e {
+                    ChangeMembershipError::LearnerNotFound(_) => ErrorCode::InvalidField,
+                    _ => ErrorCode::Precondition,
+                };
+                ErrorDetail::new(code, e.to_string()).into_status()
+            }
+            RaftError::Fatal(e) => ErrorDetail::new(
+                ErrorCode::Unavailable,
+                format!("raft node is not running: {e}"),
+            )
+            .into_status(),
+        }
+    }
+}
+
+/// NOT_LEADER, naming the leader when known.
+pub fn not_leader(leader_id: Option<u64>, leader_node: Option<&BasicNode>) -> Status {
+    let mut d = ErrorDetail::new(
+        ErrorCode::NotLeader,
+        match leader_id {
+            Some(id) => format!("not the leader; node {id} is"),
+            None => "not the leader, and no leader is known yet; retry shortly".to_owned(),
+        },
+    );
+    d.leader_id = leader_id;
+    d.leader_endpoint = leader_node.and_then(|n| Endpoint::new(n.addr.clone()).ok());
+    d.into_status()
+}
+
+/// Bound an admin call by [`limits::ADMIN_CALL_TIMEOUT`].
+pub async fn with_timeout<T>(fut: impl Future<Output = T>) -> Result<T, Status> {
+    tokio::time::timeout(limits::ADMIN_CALL_TIMEOUT, fut)
+        .await
+        .map_err(|_| {
+            ErrorDetail::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "no answer from the cluster within {:?} (no quorum?)",
+                    limits::ADMIN_CALL_TIMEOUT
+                ),
+            )
+            .into_status()
+        })
+}
+
+/// Wall-clock ms since the Unix epoch: only ever stamped into a proposal by the leader
+/// (`Command::proposed_at_unix_ms`), never read while applying.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Serve every coordinator gRPC service on `listener` until `shutdown` completes: the Raft
+/// transport, the admin API, gRPC health and reflection.
+pub async fn serve(
+    listener: TcpListener,
+    node_id: u64,
+    raft: Raft,
+    view: StateView,
+    db: Arc<Db>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RaftServer<raft::RaftService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<admin::AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ratify_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let raft_service = RaftServer::new(raft::RaftService::new(raft.clone()))
+        .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX);
+    let admin_service = AdminServer::new(admin::AdminService::new(node_id, raft, view, db))
+        .max_decoding_message_size(limits::API_MESSAGE_BYTES_MAX);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(raft_service)
+        .add_service(admin_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

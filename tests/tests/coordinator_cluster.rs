@@ -1,0 +1,163 @@
+//! Coordinator cluster tests with real `ratify coordinator` processes on loopback.
+
+use std::time::Duration;
+
+use ratify_coordinator::local_cluster::LocalCluster;
+use ratify_proto::pb::coordinator as pbco;
+use ratify_proto::types::admin::{
+    ForceResolveRequest, ForceResolveResponse, ListTxnsRequest, ListTxnsResponse,
+};
+use ratify_proto::types::{Decision, FinalDecision, TxnId, TxnPhase};
+use ratify_tests::{dump_logs, ratify_bin, test_dir};
+
+const STEP: Duration = Duration::from_secs(30);
+
+async fn force(cluster: &LocalCluster, txn_id: TxnId, decision: Decision) -> ForceResolveResponse {
+    let req: pbco::ForceResolveRequest = ForceResolveRequest {
+        txn_id,
+        decision,
+        participants: vec![],
+        reason: "test".into(),
+    }
+    .into();
+    let reply = cluster
+        .admin()
+        .call_leader(|mut c| {
+            let req = req.clone();
+            async move { c.force_resolve(req).await }
+        })
+        .await
+        .expect("the leader records the decision");
+    ForceResolveResponse::try_from(reply).expect("well-formed reply")
+}
+
+/// Every running node's own view of `txn_id` (decided locally, no forwarding).
+async fn decisions_on_each_node(
+    cluster: &LocalCluster,
+    txn_id: TxnId,
+) -> Vec<(u64, Option<FinalDecision>)> {
+    let mut out = Vec::new();
+    for node in cluster.nodes().filter(|n| n.is_running()) {
+        let endpoint = node.endpoint.clone().expect("running nodes have endpoints");
+        let mut client = ratify_coordinator::admin_client::connect(&endpoint)
+            .await
+            .expect("connect");
+        let req: pbco::ListTxnsRequest = ListTxnsRequest {
+            phase: Some(TxnPhase::Completed),
+            limit: 1000,
+            page_token: String::new(),
+        }
+        .into();
+        let list =
+            ListTxnsResponse::try_from(client.list_txns(req).await.expect("list").into_inner())
+                .expect("well-formed");
+        let d = list
+            .txns
+            .into_iter()
+            .find(|t| t.txn_id == txn_id)
+            .map(|t| t.decision);
+        out.push((node.node_id, d));
+    }
+    out
+}
+
+/// Guarantee (DESIGN.md section 6; protocol rules R1, R2): a 3-node cluster elects a leader,
+/// keeps serving after its leader is SIGKILLed (a new leader in a higher term), and the killed
+/// node, restarted on its own RocksDB directory, rejoins and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_sigkill_elects_a_new_leader_and_the_old_one_rejoins() {
+    let dir = test_dir("failover");
+    let mut cluster = LocalCluster::start(&ratify_bin(), dir.path(), 3)
+        .await
+        .expect("start");
+    let result = async {
+        let first = cluster.wait_for_leader(STEP, None).await?;
+        let old = first.leader.as_ref().expect("leader").node_id;
+        cluster.kill(old).await?;
+        let second = cluster.wait_for_leader(STEP, Some(old)).await?;
+        assert!(second.term > first.term, "a new election happened");
+        assert_ne!(second.leader.as_ref().expect("leader").node_id, old);
+        cluster.restart(old).await?;
+        let caught_up = cluster
+            .wait_for_applied(old, second.last_applied_index, STEP)
+            .await?;
+        assert!(caught_up.last_log_index >= second.last_applied_index);
+        let settled = cluster.wait_for_leader(STEP, None).await?;
+        assert!(settled.term >= second.term);
+        Ok::<_, ratify_coordinator::local_cluster::LocalError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        dump_logs(dir.path());
+        panic!("{e}");
+    }
+    cluster.stop_all().await;
+}
+
+/// Guarantee (rules C4, R1, R3): a decision recorded through Raft is first-wins — a later,
+/// different decision for the same transaction changes nothing — it is applied identically on
+/// every node, and it survives the SIGKILL of the leader that recorded it and a restart of the
+/// whole cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_first_wins_replicated_and_survive_failover_and_full_restart() {
+    let dir = test_dir("decisions");
+    let mut cluster = LocalCluster::start(&ratify_bin(), dir.path(), 3)
+        .await
+        .expect("start");
+    let result = async {
+        let status = cluster.wait_for_leader(STEP, None).await?;
+        let leader = status.leader.as_ref().expect("leader").node_id;
+        let txn = TxnId::new_v7();
+
+        let first = force(&cluster, txn, Decision::Abort).await;
+        assert_eq!((first.decision, first.changed), (Decision::Abort, true));
+        let second = force(&cluster, txn, Decision::Commit).await;
+        assert_eq!(
+            (second.decision, second.changed),
+            (Decision::Abort, false),
+            "first-wins: the ABORT stands"
+        );
+
+        // Applied on every node (wait for followers to apply the entry).
+        let applied = cluster.status_of(leader).await?.last_applied_index;
+        for n in 1..=3 {
+            cluster.wait_for_applied(n, applied, STEP).await?;
+        }
+        for (node, d) in decisions_on_each_node(&cluster, txn).await {
+            assert!(
+                matches!(d, Some(FinalDecision::Abort(_))),
+                "node {node}: {d:?}"
+            );
+        }
+
+        // Kill the leader that recorded it: the new leader still has it, and still refuses a
+        // different one.
+        cluster.kill(leader).await?;
+        cluster.wait_for_leader(STEP, Some(leader)).await?;
+        let third = force(&cluster, txn, Decision::Commit).await;
+        assert_eq!((third.decision, third.changed), (Decision::Abort, false));
+
+        // Restart every node (SIGTERM all, start all on the same directories).
+        cluster.restart(leader).await?;
+        cluster.stop_all().await;
+        for n in 1..=3 {
+            cluster.restart(n).await?;
+        }
+        cluster.wait_for_leader(STEP, None).await?;
+        for (node, d) in decisions_on_each_node(&cluster, txn).await {
+            assert!(
+                matches!(d, Some(FinalDecision::Abort(_))),
+                "after restart, node {node}: {d:?}"
+            );
+        }
+        let fourth = force(&cluster, txn, Decision::Commit).await;
+        assert_eq!((fourth.decision, fourth.changed), (Decision::Abort, false));
+        Ok::<_, ratify_coordinator::local_cluster::LocalError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        dump_logs(dir.path());
+        panic!("{e}");
+    }
+    cluster.stop_all().await;
+}

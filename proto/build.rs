@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "ratify/coordinator/v1/coordinator.proto",
     "ratify/participant/v1/participant.proto",
     "ratify/raft/v1/raft.proto",
+    "ratify/example/bank/v1/bank.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

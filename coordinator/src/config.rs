@@ -73,6 +73,10 @@ pub struct NodeConfig {
     pub init: bool,
     /// A name for the cluster (in logs and openraft's config).
     pub cluster_name: String,
+    /// Build a snapshot every this many applied entries.
+    pub snapshot_every: u64,
+    /// Keep this many entries in the log behind a snapshot (then purge).
+    pub log_keep: u64,
 }
 
 impl NodeConfig {
@@ -110,6 +114,9 @@ impl NodeConfig {
                 "--peers",
                 format!("must include this node ({})", self.node_id),
             ));
+        }
+        if self.snapshot_every == 0 {
+            return Err(invalid("--snapshot-every", "must be at least 1"));
         }
         if self.cluster_name.is_empty() {
             return Err(invalid("--cluster-name", "must not be empty"));

@@ -4,6 +4,7 @@
 //! - [`config`]: a node's settings, validated once. [`limits`]: every bound, named.
 //! - [`state`]: the replicated state machine's logic, pure and deterministic (first-wins
 //!   decisions, phase-2 acknowledgements, compaction, the participant registry).
+//! - [`txn`]: two-phase commit — the pure driver, its runtime on the leader, failpoints.
 //! - [`raft`]: openraft over RocksDB — log store, state-machine store, snapshots, the tonic
 //!   transport's client side.
 //! - [`server`]: thin tonic adapters (Raft transport, admin API, health, reflection).
@@ -23,3 +24,4 @@ pub mod node;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod txn;

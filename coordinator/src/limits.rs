@@ -37,3 +37,10 @@ pub const CLUSTER_MEMBERS_MAX: usize = 9;
 pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful shutdown waits for in-flight calls before it stops serving.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Participants in one transaction, at most.
+pub const PARTICIPANTS_PER_TXN_MAX: usize = 64;
+/// Longest prepare phase, whatever deadline a client asks for (and the default deadline).
+pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long past the deadline a Commit call waits for the decision to apply before answering
+/// UNKNOWN (C10).
+pub const COMMIT_ANSWER_GRACE: Duration = Duration::from_secs(2);

@@ -1,9 +1,14 @@
-//! A cluster of real `ratify coordinator` processes on loopback, for the quick start
-//! (`ratify local`), integration tests and the fault-injection harness. Faults are real:
-//! `kill` sends SIGKILL, `stop` sends SIGTERM; a restarted node reopens its own data directory
-//! and listens on its old port (its address is part of the replicated membership).
+//! Real processes on loopback, for the quick start (`ratify local`), integration tests and the
+//! fault-injection harness. Faults are real: `kill` sends SIGKILL, `stop` sends SIGTERM,
+//! `pause` SIGSTOP; a restarted process reopens its own data directory and listens on its old
+//! port (a coordinator's address is part of the replicated membership, a participant's is in
+//! the registry).
+//!
+//! - [`ServiceProcess`]: any Ratify server binary that takes `--listen` and `--port-file`.
+//! - [`LocalCluster`]: a coordinator cluster of them, initialized and inspected.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -17,31 +22,31 @@ use tokio::process::{Child, Command};
 
 use crate::admin_client::{self, AdminClient, AdminError};
 
-/// How long a starting node has to write its port file.
-pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a starting process has to write its port file.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` waits after SIGTERM before SIGKILL.
-pub const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Poll interval while waiting for the cluster.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Poll interval while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Why a local cluster operation failed.
+/// Why a local process or cluster operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     /// A process could not be started, signalled or waited for.
-    #[error("node {node_id}: {what}: {source}")]
+    #[error("{name}: {what}: {source}")]
     Process {
-        /// Which node.
-        node_id: u64,
+        /// Which process.
+        name: String,
         /// What was attempted.
         what: &'static str,
         /// Why it failed.
         source: std::io::Error,
     },
-    /// A node exited or did not become ready in time; its log is named.
-    #[error("node {node_id}: {why} (see {log})")]
+    /// A process exited or did not become ready in time; its log is named.
+    #[error("{name}: {why} (see {log})")]
     NotReady {
-        /// Which node.
-        node_id: u64,
+        /// Which process.
+        name: String,
         /// What happened.
         why: String,
         /// Its log file.
@@ -57,84 +62,248 @@ pub enum LocalError {
     },
     /// An admin call failed.
     #[error(transparent)]
-    Admin(#[from] AdminError),
+    Admin(#[from] Box<AdminError>),
     /// No such node.
     #[error("no node {0} in this cluster")]
     NoSuchNode(u64),
 }
 
-/// One coordinator process.
-pub struct NodeProcess {
-    /// Its node id.
-    pub node_id: u64,
-    /// Its data directory.
-    pub data_dir: PathBuf,
-    /// Its log file (stdout and stderr).
-    pub log_path: PathBuf,
-    /// Its endpoint, once it has bound a port.
-    pub endpoint: Option<Endpoint>,
+/// One server process: started with `--listen` and `--port-file` added to its arguments, it
+/// writes its bound address to the port file once serving.
+pub struct ServiceProcess {
+    name: String,
+    bin: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    log_path: PathBuf,
+    port_file: PathBuf,
+    endpoint: Option<Endpoint>,
     child: Option<Child>,
 }
 
-impl NodeProcess {
+impl ServiceProcess {
+    /// A process named `name` (for messages), not started: `bin args...`, logging to
+    /// `dir/name.log`.
+    pub fn new(
+        name: &str,
+        bin: &Path,
+        args: Vec<OsString>,
+        env: Vec<(String, String)>,
+        dir: &Path,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            bin: bin.to_owned(),
+            args,
+            env,
+            log_path: dir.join(format!("{name}.log")),
+            port_file: dir.join(format!("{name}.port")),
+            endpoint: None,
+            child: None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its log file (stdout and stderr, appended across restarts).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Its endpoint, once it has bound a port.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.as_ref()
+    }
+
     /// Its OS process id while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
     }
 
-    /// Whether its process is running.
+    /// Whether it is running (started and not killed or stopped by us).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    fn err(&self, what: &'static str) -> impl FnOnce(std::io::Error) -> LocalError + '_ {
+        move |source| LocalError::Process {
+            name: self.name.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// Start it (again): on a free loopback port the first time, on the same port after.
+    pub async fn start(&mut self) -> Result<(), LocalError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(&self.port_file);
+        let listen = match &self.endpoint {
+            Some(e) => e.as_str().trim_start_matches("http://").to_owned(),
+            None => "127.0.0.1:0".to_owned(),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(self.err("open log file"))?;
+        let log2 = log.try_clone().map_err(self.err("open log file"))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args)
+            .arg("--listen")
+            .arg(&listen)
+            .arg("--port-file")
+            .arg(&self.port_file)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(self.err("spawn"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&self.port_file)
+                && let Some(addr) = text.lines().next().filter(|l| !l.is_empty())
+            {
+                let endpoint = Endpoint::new(format!("http://{addr}"))
+                    .map_err(|e| self.not_ready(format!("bad port file: {e}")))?;
+                self.endpoint = Some(endpoint);
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(self.not_ready(format!("exited during start-up ({status})")));
+            }
+            if Instant::now() > deadline {
+                return Err(self.not_ready(format!("did not start within {START_TIMEOUT:?}")));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    fn not_ready(&self, why: String) -> LocalError {
+        LocalError::NotReady {
+            name: self.name.clone(),
+            why,
+            log: self.log_path.display().to_string(),
+        }
+    }
+
+    /// SIGKILL it and reap it.
+    pub async fn kill(&mut self) -> Result<(), LocalError> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.map_err(self.err("SIGKILL"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether it exited by itself (a crash, a failpoint); reaps it if so.
+    pub fn exited(&mut self) -> bool {
+        let exited = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited {
+            self.child = None;
+        }
+        exited
+    }
+
+    /// SIGTERM it and wait for it to exit (SIGKILL after [`STOP_TIMEOUT`]).
+    pub async fn stop(&mut self) -> Result<(), LocalError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+            Ok(_) => Ok(()),
+            Err(_) => child
+                .kill()
+                .await
+                .map_err(self.err("SIGKILL after SIGTERM timed out")),
+        }
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) it.
+    pub fn pause(&self, paused: bool) -> Result<(), LocalError> {
+        if let Some(pid) = self.pid() {
+            let signal = if paused {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            kill(Pid::from_raw(pid as i32), signal)
+                .map_err(|e| self.err("SIGSTOP/SIGCONT")(std::io::Error::from(e)))?;
+        }
+        Ok(())
+    }
 }
 
-/// A local cluster of coordinator processes.
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        // Never leave processes behind (tests that fail mid-way included).
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// A coordinator cluster of `ratify coordinator` processes.
 pub struct LocalCluster {
-    bin: PathBuf,
     dir: PathBuf,
-    nodes: BTreeMap<u64, NodeProcess>,
-    extra_env: Vec<(String, String)>,
+    nodes: BTreeMap<u64, ServiceProcess>,
 }
 
 impl LocalCluster {
     /// Start `count` nodes (ids 1..=count) of the `ratify` binary at `bin`, each in
     /// `dir/node-N`, on free loopback ports, and initialize them as one cluster.
     pub async fn start(bin: &Path, dir: &Path, count: u64) -> Result<Self, LocalError> {
-        Self::start_with_env(bin, dir, count, Vec::new()).await
+        Self::start_with(bin, dir, count, Vec::new(), Vec::new()).await
     }
 
-    /// As [`Self::start`], with extra environment variables for every node (e.g. `RUST_LOG`).
-    pub async fn start_with_env(
+    /// As [`Self::start`], with extra arguments and environment for every node.
+    pub async fn start_with(
         bin: &Path,
         dir: &Path,
         count: u64,
-        extra_env: Vec<(String, String)>,
+        extra_args: Vec<OsString>,
+        env: Vec<(String, String)>,
     ) -> Result<Self, LocalError> {
-        let mut cluster = Self {
-            bin: bin.to_owned(),
-            dir: dir.to_owned(),
-            nodes: BTreeMap::new(),
-            extra_env,
-        };
+        let mut nodes = BTreeMap::new();
         for node_id in 1..=count {
-            let data_dir = dir.join(format!("node-{node_id}"));
-            cluster.nodes.insert(
-                node_id,
-                NodeProcess {
-                    node_id,
-                    log_path: dir.join(format!("node-{node_id}.log")),
-                    data_dir,
-                    endpoint: None,
-                    child: None,
-                },
-            );
-            cluster.spawn(node_id).await?;
+            let mut args: Vec<OsString> = vec![
+                "coordinator".into(),
+                "--id".into(),
+                node_id.to_string().into(),
+                "--data".into(),
+                dir.join(format!("node-{node_id}")).into(),
+            ];
+            args.extend(extra_args.iter().cloned());
+            let mut node =
+                ServiceProcess::new(&format!("node-{node_id}"), bin, args, env.clone(), dir);
+            node.start().await?;
+            nodes.insert(node_id, node);
         }
+        let cluster = Self {
+            dir: dir.to_owned(),
+            nodes,
+        };
         let members: Vec<Member> = cluster
             .nodes
-            .values()
-            .map(|n| Member {
-                node_id: n.node_id,
+            .iter()
+            .map(|(id, n)| Member {
+                node_id: *id,
                 endpoint: n.endpoint.clone().expect("started nodes have endpoints"),
                 role: MemberRole::Voter,
             })
@@ -146,7 +315,8 @@ impl LocalCluster {
                 let req = req.clone();
                 async move { c.init_cluster(req).await }
             })
-            .await?;
+            .await
+            .map_err(Box::new)?;
         Ok(cluster)
     }
 
@@ -155,15 +325,21 @@ impl LocalCluster {
         &self.dir
     }
 
-    /// Every node.
-    pub fn nodes(&self) -> impl Iterator<Item = &NodeProcess> {
-        self.nodes.values()
+    /// Every node id and process.
+    pub fn nodes(&self) -> impl Iterator<Item = (u64, &ServiceProcess)> {
+        self.nodes.iter().map(|(id, n)| (*id, n))
     }
 
     /// One node.
-    pub fn node(&self, node_id: u64) -> Result<&NodeProcess, LocalError> {
+    pub fn node(&self, node_id: u64) -> Result<&ServiceProcess, LocalError> {
         self.nodes
             .get(&node_id)
+            .ok_or(LocalError::NoSuchNode(node_id))
+    }
+
+    fn node_mut(&mut self, node_id: u64) -> Result<&mut ServiceProcess, LocalError> {
+        self.nodes
+            .get_mut(&node_id)
             .ok_or(LocalError::NoSuchNode(node_id))
     }
 
@@ -180,139 +356,35 @@ impl LocalCluster {
         AdminClient::new(self.endpoints())
     }
 
-    async fn spawn(&mut self, node_id: u64) -> Result<(), LocalError> {
-        let bin = self.bin.clone();
-        let extra_env = self.extra_env.clone();
-        let node = self
-            .nodes
-            .get_mut(&node_id)
-            .ok_or(LocalError::NoSuchNode(node_id))?;
-        let port_file = node.data_dir.with_extension("port");
-        let _ = std::fs::remove_file(&port_file);
-        // A restarted node listens where it did before: its address is in the membership.
-        let listen = match &node.endpoint {
-            Some(e) => e.as_str().trim_start_matches("http://").to_owned(),
-            None => "127.0.0.1:0".to_owned(),
-        };
-        let proc_err = |what: &'static str| {
-            move |source| LocalError::Process {
-                node_id,
-                what,
-                source,
-            }
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)
-            .map_err(proc_err("open log file"))?;
-        let log2 = log.try_clone().map_err(proc_err("open log file"))?;
-        let mut cmd = Command::new(&bin);
-        cmd.arg("coordinator")
-            .arg("--id")
-            .arg(node_id.to_string())
-            .arg("--listen")
-            .arg(&listen)
-            .arg("--data")
-            .arg(&node.data_dir)
-            .arg("--port-file")
-            .arg(&port_file)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .kill_on_drop(true);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().map_err(proc_err("spawn"))?;
-        node.child = Some(child);
-
-        let deadline = Instant::now() + NODE_START_TIMEOUT;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file)
-                && let Some(addr) = text.lines().next().filter(|l| !l.is_empty())
-            {
-                let endpoint =
-                    Endpoint::new(format!("http://{addr}")).map_err(|e| LocalError::NotReady {
-                        node_id,
-                        why: format!("bad port file: {e}"),
-                        log: node.log_path.display().to_string(),
-                    })?;
-                node.endpoint = Some(endpoint);
-                return Ok(());
-            }
-            if let Some(child) = node.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                node.child = None;
-                return Err(LocalError::NotReady {
-                    node_id,
-                    why: format!("exited during start-up ({status})"),
-                    log: node.log_path.display().to_string(),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(LocalError::NotReady {
-                    node_id,
-                    why: format!("did not start within {NODE_START_TIMEOUT:?}"),
-                    log: node.log_path.display().to_string(),
-                });
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// SIGKILL a node and reap it.
+    /// SIGKILL a node.
     pub async fn kill(&mut self, node_id: u64) -> Result<(), LocalError> {
-        let node = self
-            .nodes
-            .get_mut(&node_id)
-            .ok_or(LocalError::NoSuchNode(node_id))?;
-        if let Some(mut child) = node.child.take() {
-            child.kill().await.map_err(|source| LocalError::Process {
-                node_id,
-                what: "SIGKILL",
-                source,
-            })?;
-        }
-        Ok(())
+        self.node_mut(node_id)?.kill().await
     }
 
-    /// SIGTERM a node and wait for it to exit (SIGKILL after [`NODE_STOP_TIMEOUT`]).
+    /// SIGTERM a node and wait for it.
     pub async fn stop(&mut self, node_id: u64) -> Result<(), LocalError> {
-        let node = self
-            .nodes
-            .get_mut(&node_id)
-            .ok_or(LocalError::NoSuchNode(node_id))?;
-        let Some(mut child) = node.child.take() else {
-            return Ok(());
-        };
-        if let Some(pid) = child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        }
-        match tokio::time::timeout(NODE_STOP_TIMEOUT, child.wait()).await {
-            Ok(_) => Ok(()),
-            Err(_) => child.kill().await.map_err(|source| LocalError::Process {
-                node_id,
-                what: "SIGKILL after SIGTERM timed out",
-                source,
-            }),
-        }
+        self.node_mut(node_id)?.stop().await
     }
 
-    /// Start a stopped or killed node again, on its data directory and port.
+    /// Start a stopped, killed or crashed node again, on its data directory and port.
     pub async fn restart(&mut self, node_id: u64) -> Result<(), LocalError> {
-        if self.node(node_id)?.is_running() {
-            return Ok(());
-        }
-        self.spawn(node_id).await
+        let node = self.node_mut(node_id)?;
+        node.exited();
+        node.start().await
+    }
+
+    /// Nodes that exited by themselves (crashed), reaped.
+    pub fn crashed(&mut self) -> Vec<u64> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|(id, n)| n.exited().then_some(*id))
+            .collect()
     }
 
     /// Stop every node (SIGTERM, then SIGKILL if needed).
     pub async fn stop_all(&mut self) {
-        let ids: Vec<u64> = self.nodes.keys().copied().collect();
-        for id in ids {
-            if let Err(e) = self.stop(id).await {
+        for (id, node) in &mut self.nodes {
+            if let Err(e) = node.stop().await {
                 tracing::warn!(node_id = id, error = %e, "stopping a node failed");
             }
         }
@@ -333,12 +405,10 @@ impl LocalCluster {
             .await
             .map_err(|s| admin_error(&endpoint, s))?;
         ClusterStatus::try_from(reply.into_inner()).map_err(|e| {
-            LocalError::Admin(AdminError::Refused {
-                endpoint: endpoint.to_string(),
-                message: format!("malformed ClusterStatus: {e}"),
-                detail: None,
-                code: tonic::Code::Internal,
-            })
+            admin_error(
+                &endpoint,
+                tonic::Status::internal(format!("malformed ClusterStatus: {e}")),
+            )
         })
     }
 
@@ -367,8 +437,8 @@ impl LocalCluster {
     async fn agreed_leader(&self, not: Option<u64>) -> Option<ClusterStatus> {
         let mut seen: Option<(u64, u64)> = None;
         let mut leader_status = None;
-        for node in self.nodes.values().filter(|n| n.is_running()) {
-            let status = self.status_of(node.node_id).await.ok()?;
+        for (id, node) in self.nodes.iter().filter(|(_, n)| n.is_running()) {
+            let status = self.status_of(*id).await.ok()?;
             let leader = status.leader.as_ref()?.node_id;
             if Some(leader) == not || !self.node(leader).ok()?.is_running() {
                 return None;
@@ -378,9 +448,10 @@ impl LocalCluster {
                 Some(s) if s == (leader, status.term) => {}
                 Some(_) => return None,
             }
-            if node.node_id == leader {
+            if *id == leader {
                 leader_status = Some(status);
             }
+            let _ = node;
         }
         leader_status
     }
@@ -410,22 +481,9 @@ impl LocalCluster {
     }
 }
 
-fn admin_error(endpoint: &Endpoint, s: tonic::Status) -> LocalError {
-    LocalError::Admin(AdminError::Refused {
+fn admin_error(endpoint: &Endpoint, status: tonic::Status) -> LocalError {
+    LocalError::Admin(Box::new(AdminError::Refused {
         endpoint: endpoint.to_string(),
-        message: s.message().to_owned(),
-        detail: ratify_proto::error::ErrorDetail::from_status(&s).map(Box::new),
-        code: s.code(),
-    })
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        // Never leave processes behind (tests that fail mid-way included).
-        for node in self.nodes.values_mut() {
-            if let Some(child) = node.child.as_mut() {
-                let _ = child.start_kill();
-            }
-        }
-    }
+        status,
+    }))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use openraft::BasicNode;
 use openraft::error::{InitializeError, RaftError};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, NodeConfig};
@@ -18,6 +18,8 @@ use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{StateMachineStore, StateView};
 use crate::raft::store::{Db, StoreError};
 use crate::raft::{Raft, raft_config};
+use crate::txn::driver::DriverConfig;
+use crate::txn::runtime::{self, Participants, RuntimeConfig};
 use crate::{limits, server};
 
 /// Why a node could not start or stopped with an error.
@@ -60,6 +62,7 @@ pub struct Node {
     pub local_addr: SocketAddr,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: oneshot::Sender<()>,
+    stop_runtime: watch::Sender<bool>,
 }
 
 impl Node {
@@ -79,8 +82,8 @@ impl Node {
         })?;
         let sm = StateMachineStore::open(db.clone())?;
         let view = sm.view();
-        let raft_cfg =
-            raft_config(&config.cluster_name).map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft_cfg = raft_config(&config.cluster_name, config.snapshot_every, config.log_keep)
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_cfg),
@@ -93,13 +96,37 @@ impl Node {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-        let (stop_server, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(
-            listener,
+        let (stop_runtime, runtime_stopped) = watch::channel(false);
+        let participants = Arc::new(Participants::new(
+            view.clone(),
+            limits::PEER_CONNECT_TIMEOUT,
+        ));
+        let runtime_config = RuntimeConfig {
+            driver: DriverConfig {
+                prepare_timeout_ms: limits::PREPARE_TIMEOUT.as_millis() as u64,
+                ..DriverConfig::default()
+            },
+            ..RuntimeConfig::default()
+        };
+        let txn = runtime::spawn(
             config.node_id,
             raft.clone(),
             view.clone(),
-            db,
+            participants.clone(),
+            runtime_config,
+            runtime_stopped,
+        );
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::serve(
+            listener,
+            server::Services {
+                node_id: config.node_id,
+                raft: raft.clone(),
+                view: view.clone(),
+                db,
+                txn,
+                participants,
+            },
             async move {
                 let _ = stopped.await;
             },
@@ -137,6 +164,7 @@ impl Node {
             local_addr,
             server,
             stop_server,
+            stop_runtime,
         })
     }
 
@@ -148,6 +176,7 @@ impl Node {
             raft,
             server,
             stop_server,
+            stop_runtime,
             ..
         } = self;
         let mut server = server;
@@ -174,6 +203,7 @@ impl Node {
                 }
             }
         };
+        let _ = stop_runtime.send(true);
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(node_id, error = %e, "raft did not shut down cleanly");
         }

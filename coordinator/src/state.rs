@@ -52,6 +52,8 @@ pub struct AppliedDecision {
     pub decision: FinalDecision,
     /// True if this command recorded it; false if an earlier decision stood.
     pub newly_decided: bool,
+    /// The standing record's participants still to acknowledge phase 2 (empty once completed).
+    pub pending: Vec<ParticipantId>,
 }
 
 /// What applying a command returns to the node that proposed it.
@@ -149,6 +151,7 @@ impl State {
                 txn_id: item.txn_id,
                 decision: existing.decision.clone(),
                 newly_decided: false,
+                pending: existing.pending.iter().cloned().collect(),
             };
         }
         let pending: BTreeSet<ParticipantId> = item.participants.iter().cloned().collect();
@@ -172,6 +175,13 @@ impl State {
             txn_id: item.txn_id,
             decision: item.decision.clone(),
             newly_decided: true,
+            pending: item
+                .participants
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -298,7 +308,8 @@ mod tests {
             CommandReply::Decided(vec![AppliedDecision {
                 txn_id: txn(1),
                 decision: FinalDecision::Commit,
-                newly_decided: true
+                newly_decided: true,
+                pending: vec![p("a"), p("b")],
             }])
         );
         let before = s.clone();
@@ -309,7 +320,8 @@ mod tests {
             CommandReply::Decided(vec![AppliedDecision {
                 txn_id: txn(1),
                 decision: FinalDecision::Commit,
-                newly_decided: false
+                newly_decided: false,
+                pending: vec![p("a"), p("b")],
             }])
         );
         assert_eq!(s, before);

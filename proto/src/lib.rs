@@ -9,12 +9,16 @@
 //! - [`error`]: [`error::ErrorDetail`], carried in every error status, and the conversion error.
 //! - [`raft`] (feature `raft`): the Raft transport messages ↔ openraft's types.
 //! - [`metadata`]: the gRPC metadata keys that carry a transaction's context.
+//! - [`leader`]: calling a coordinator cluster's leader from outside (hints, retries).
+//! - [`failpoint`]: crash points for tests (feature `failpoints`).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 
 #![deny(missing_docs)]
 
 pub mod convert;
 pub mod error;
+pub mod failpoint;
+pub mod leader;
 #[cfg(feature = "raft")]
 pub mod raft;
 pub mod types;
@@ -46,6 +50,16 @@ pub mod pb {
                 tonic::include_proto!("ratify.participant.v1");
             }
         }
+        /// `ratify.example.*`: example services built on the SDK.
+        pub mod example {
+            /// `ratify.example.bank.*`
+            pub mod bank {
+                /// `ratify.example.bank.v1`: the example bank branch service.
+                pub mod v1 {
+                    tonic::include_proto!("ratify.example.bank.v1");
+                }
+            }
+        }
         /// `ratify.raft.*`
         pub mod raft {
             /// `ratify.raft.v1`: the Raft transport and the replicated commands.
@@ -56,6 +70,7 @@ pub mod pb {
     }
     pub use self::ratify::common::v1 as common;
     pub use self::ratify::coordinator::v1 as coordinator;
+    pub use self::ratify::example::bank::v1 as bank;
     pub use self::ratify::participant::v1 as participant;
     pub use self::ratify::raft::v1 as raft;
 }

@@ -328,7 +328,7 @@ pub enum Vote {
 }
 
 /// The coordinator's decision. Replicated, first-wins, final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Decision {
     /// Every participant applies the transaction.
     Commit,

@@ -13,16 +13,30 @@ pub fn ratify_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("RATIFY_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    // target/<profile>/deps/<test> -> target/<profile>/ratify
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("ratify"))
-        .expect("the test executable lives in target/<profile>/deps");
+    helper_bin("ratify")
+}
+
+/// The example bank branch binary (`ratify-bank`).
+pub fn bank_bin() -> PathBuf {
+    helper_bin("ratify-bank")
+}
+
+/// A workspace binary that cargo built beside this executable (a test in
+/// `target/<profile>/deps/`, or a binary in `target/<profile>/`).
+pub fn helper_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the executable has a path");
+    let dir = exe.parent().expect("the executable is in a directory");
+    let beside = dir.join(name);
+    let bin = if beside.exists() {
+        beside
+    } else {
+        dir.parent()
+            .map(|profile| profile.join(name))
+            .expect("test executables live in target/<profile>/deps")
+    };
     assert!(
         bin.exists(),
-        "{} not found: build it first (`cargo build --bins`, as scripts/test does) or set RATIFY_BIN",
+        "{} not found: build the workspace's binaries first (`cargo build --bins --all-features`, as scripts/test does)",
         bin.display()
     );
     bin
@@ -61,3 +75,5 @@ pub fn dump_logs(dir: &std::path::Path) {
         }
     }
 }
+
+pub mod deployment;

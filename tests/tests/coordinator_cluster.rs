@@ -37,8 +37,11 @@ async fn decisions_on_each_node(
     txn_id: TxnId,
 ) -> Vec<(u64, Option<FinalDecision>)> {
     let mut out = Vec::new();
-    for node in cluster.nodes().filter(|n| n.is_running()) {
-        let endpoint = node.endpoint.clone().expect("running nodes have endpoints");
+    for (node_id, node) in cluster.nodes().filter(|(_, n)| n.is_running()) {
+        let endpoint = node
+            .endpoint()
+            .cloned()
+            .expect("running nodes have endpoints");
         let mut client = ratify_coordinator::admin_client::connect(&endpoint)
             .await
             .expect("connect");
@@ -56,7 +59,7 @@ async fn decisions_on_each_node(
             .into_iter()
             .find(|t| t.txn_id == txn_id)
             .map(|t| t.decision);
-        out.push((node.node_id, d));
+        out.push((node_id, d));
     }
     out
 }
@@ -152,6 +155,58 @@ async fn decisions_are_first_wins_replicated_and_survive_failover_and_full_resta
         }
         let fourth = force(&cluster, txn, Decision::Commit).await;
         assert_eq!((fourth.decision, fourth.changed), (Decision::Abort, false));
+        Ok::<_, ratify_coordinator::local_cluster::LocalError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        dump_logs(dir.path());
+        panic!("{e}");
+    }
+    cluster.stop_all().await;
+}
+
+/// R4: a node that was down while the others snapshotted and purged their logs catches up by
+/// snapshot (InstallSnapshot), and has every decision made while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_catches_up_by_snapshot() {
+    let dir = test_dir("snapshot");
+    let args = ["--snapshot-every", "10", "--log-keep", "2"]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let mut cluster = LocalCluster::start_with(&ratify_bin(), dir.path(), 3, args, vec![])
+        .await
+        .expect("start");
+    let result = async {
+        let status = cluster.wait_for_leader(STEP, None).await?;
+        let leader = status.leader.as_ref().expect("leader").node_id;
+        let lagging = (1..=3).find(|n| *n != leader).expect("a follower");
+        cluster.stop(lagging).await?;
+        let mut txns = Vec::new();
+        for _ in 0..40 {
+            let t = TxnId::new_v7();
+            force(&cluster, t, Decision::Abort).await;
+            txns.push(t);
+        }
+        let leader_status = cluster.status_of(leader).await?;
+        assert!(
+            leader_status.snapshot_index > 0,
+            "the leader snapshotted: {leader_status:?}"
+        );
+        cluster.restart(lagging).await?;
+        let caught_up = cluster
+            .wait_for_applied(lagging, leader_status.last_applied_index, STEP)
+            .await?;
+        assert!(
+            caught_up.snapshot_index > 0,
+            "the lagging node installed a snapshot: {caught_up:?}"
+        );
+        for (node, d) in decisions_on_each_node(&cluster, txns[0]).await {
+            assert!(
+                matches!(d, Some(FinalDecision::Abort(_))),
+                "node {node}: {d:?}"
+            );
+        }
         Ok::<_, ratify_coordinator::local_cluster::LocalError>(())
     }
     .await;

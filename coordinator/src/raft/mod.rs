@@ -34,9 +34,14 @@ openraft::declare_raft_types!(
 /// A running Raft node.
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// openraft's configuration from Ratify's limits.
+/// openraft's configuration from Ratify's limits: build a snapshot every `snapshot_every`
+/// applied entries, keep `log_keep` entries behind it for lagging followers.
 #[allow(clippy::result_large_err)] // openraft's own error type
-pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::ConfigError> {
+pub fn raft_config(
+    cluster_name: &str,
+    snapshot_every: u64,
+    log_keep: u64,
+) -> Result<openraft::Config, openraft::ConfigError> {
     openraft::Config {
         cluster_name: cluster_name.to_owned(),
         heartbeat_interval: limits::RAFT_HEARTBEAT_INTERVAL.as_millis() as u64,
@@ -44,8 +49,9 @@ pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::Con
         election_timeout_max: limits::RAFT_ELECTION_TIMEOUT_MAX.as_millis() as u64,
         max_payload_entries: limits::APPEND_ENTRIES_ENTRIES_MAX,
         snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(limits::SNAPSHOT_LOGS_SINCE_LAST),
-        max_in_snapshot_log_to_keep: limits::LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: log_keep,
+        purge_batch_size: 256,
         ..Default::default()
     }
     .validate()

@@ -28,6 +28,8 @@ use crate::raft::state_machine::StateView;
 use crate::raft::store::Db;
 use crate::raft::{Raft, log_store};
 use crate::state::{CommandReply, DecisionRecord};
+use crate::txn::driver::Input;
+use crate::txn::runtime::TxnHandle;
 
 /// The admin API.
 pub struct AdminService {
@@ -35,16 +37,18 @@ pub struct AdminService {
     raft: Raft,
     view: StateView,
     db: Arc<Db>,
+    txn: TxnHandle,
 }
 
 impl AdminService {
     /// Serve the admin API of node `node_id`.
-    pub fn new(node_id: u64, raft: Raft, view: StateView, db: Arc<Db>) -> Self {
+    pub fn new(node_id: u64, raft: Raft, view: StateView, db: Arc<Db>, txn: TxnHandle) -> Self {
         Self {
             node_id,
             raft,
             view,
             db,
+            txn,
         }
     }
 
@@ -230,6 +234,12 @@ impl Admin for AdminService {
             .next()
             .ok_or_else(|| Status::internal("a one-item Decide applied with no reply item"))?;
         tracing::warn!(txn_id = %req.txn_id, decision = ?applied.decision.decision(), changed = applied.newly_decided, "operator resolved a transaction");
+        // The 2PC driver delivers phase 2 of the new decision.
+        self.txn
+            .notify(Input::Decided {
+                applied: vec![applied.clone()],
+            })
+            .await;
         Ok(Response::new(
             ForceResolveResponse {
                 decision: applied.decision.decision(),

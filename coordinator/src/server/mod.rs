@@ -3,6 +3,7 @@
 //! [`ratify_proto::error::ErrorDetail`], so every error carries machine-readable details).
 
 pub mod admin;
+pub mod coordinator;
 pub mod raft;
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use openraft::BasicNode;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use ratify_proto::error::{ErrorCode, ErrorDetail};
 use ratify_proto::pb::coordinator::admin_server::AdminServer;
+use ratify_proto::pb::coordinator::coordinator_server::CoordinatorServer;
 use ratify_proto::pb::raft::raft_server::RaftServer;
 use ratify_proto::types::Endpoint;
 use tokio::net::TcpListener;
@@ -22,6 +24,7 @@ use crate::limits;
 use crate::raft::Raft;
 use crate::raft::state_machine::StateView;
 use crate::raft::store::Db;
+use crate::txn::runtime::{Participants, TxnHandle};
 
 /// A failed `client_write` / `change_membership` on openraft.
 pub struct ClientWriteFailure(pub RaftError<u64, ClientWriteError<u64, BasicNode>>);
@@ -97,22 +100,46 @@ pub fn now_unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Serve every coordinator gRPC service on `listener` until `shutdown` completes: the Raft
-/// transport, the admin API, gRPC health and reflection.
+/// What the servers need from the node.
+pub struct Services {
+    /// This node.
+    pub node_id: u64,
+    /// Its Raft handle.
+    pub raft: Raft,
+    /// Its applied state.
+    pub view: StateView,
+    /// Its database (for the admin API's log positions).
+    pub db: Arc<Db>,
+    /// The 2PC runtime.
+    pub txn: TxnHandle,
+    /// Channels to participants.
+    pub participants: Arc<Participants>,
+}
+
+/// Serve every coordinator gRPC service on `listener` until `shutdown` completes: the client
+/// API, the Raft transport, the admin API, gRPC health and reflection.
 pub async fn serve(
     listener: TcpListener,
-    node_id: u64,
-    raft: Raft,
-    view: StateView,
-    db: Arc<Db>,
+    services: Services,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let Services {
+        node_id,
+        raft,
+        view,
+        db,
+        txn,
+        participants,
+    } = services;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RaftServer<raft::RaftService>>()
         .await;
     health_reporter
         .set_serving::<AdminServer<admin::AdminService>>()
+        .await;
+    health_reporter
+        .set_serving::<CoordinatorServer<coordinator::CoordinatorService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ratify_proto::FILE_DESCRIPTOR_SET)
@@ -122,13 +149,22 @@ pub async fn serve(
     let raft_service = RaftServer::new(raft::RaftService::new(raft.clone()))
         .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX);
-    let admin_service = AdminServer::new(admin::AdminService::new(node_id, raft, view, db))
+    let coordinator_service = CoordinatorServer::new(coordinator::CoordinatorService::new(
+        node_id,
+        raft.clone(),
+        view.clone(),
+        txn.clone(),
+        participants,
+    ))
+    .max_decoding_message_size(limits::API_MESSAGE_BYTES_MAX);
+    let admin_service = AdminServer::new(admin::AdminService::new(node_id, raft, view, db, txn))
         .max_decoding_message_size(limits::API_MESSAGE_BYTES_MAX);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
         .add_service(raft_service)
+        .add_service(coordinator_service)
         .add_service(admin_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -73,16 +73,13 @@ pub async fn run(args: LocalArgs) -> Result<()> {
 
 async fn show(cluster: &LocalCluster) {
     let mut rows = Vec::new();
-    for node in cluster.nodes() {
+    for (id, node) in cluster.nodes() {
         let status = if node.is_running() {
-            cluster
-                .status_of(node.node_id)
-                .await
-                .map_err(|e| e.to_string())
+            cluster.status_of(id).await.map_err(|e| e.to_string())
         } else {
             Err("(killed)".to_owned())
         };
-        rows.push((node.node_id, node.pid(), status));
+        rows.push((id, node.pid(), status));
     }
     print::nodes(&rows);
 }

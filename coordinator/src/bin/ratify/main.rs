@@ -75,6 +75,13 @@ struct CoordinatorArgs {
     /// Write the bound address to this file once listening (for scripts and --listen :0).
     #[arg(long, env = "RATIFY_PORT_FILE")]
     port_file: Option<PathBuf>,
+    /// Build a snapshot every this many applied log entries.
+    #[arg(long, env = "RATIFY_SNAPSHOT_EVERY", default_value_t = ratify_coordinator::limits::SNAPSHOT_LOGS_SINCE_LAST)]
+    snapshot_every: u64,
+    /// Keep this many log entries behind a snapshot before purging (lagging followers within
+    /// this distance catch up from the log, the others by snapshot).
+    #[arg(long, env = "RATIFY_LOG_KEEP", default_value_t = ratify_coordinator::limits::LOG_ENTRIES_KEPT_AFTER_SNAPSHOT)]
+    log_keep: u64,
 }
 
 #[derive(Args, Clone)]
@@ -140,6 +147,13 @@ enum PhaseArg {
 
 #[derive(Subcommand)]
 enum TxnCommand {
+    /// A transaction's outcome and phase (linearizable: asks the leader).
+    Status {
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+        /// The transaction id.
+        txn_id: TxnId,
+    },
     /// List decided and completed transactions, oldest first.
     List {
         #[command(flatten)]
@@ -213,6 +227,8 @@ async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         peers: args.peers,
         init: args.init,
         cluster_name: args.cluster_name,
+        snapshot_every: args.snapshot_every,
+        log_keep: args.log_keep,
     };
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -304,6 +320,31 @@ async fn cluster(command: ClusterCommand) -> Result<()> {
 
 async fn txn(command: TxnCommand) -> Result<()> {
     match command {
+        TxnCommand::Status { endpoint, txn_id } => {
+            let req: pbco::StatusRequest =
+                ratify_proto::types::coordinator::StatusRequest { txn_id }.into();
+            let follower =
+                ratify_proto::leader::LeaderFollower::new(endpoint.endpoints, Default::default())
+                    .map_err(anyhow::Error::msg)?;
+            let deadline =
+                tokio::time::Instant::now() + ratify_coordinator::admin_client::ADMIN_CALL_DEADLINE;
+            let reply = follower
+                .call(deadline, |ch| {
+                    let req = req.clone();
+                    async move {
+                        ratify_proto::pb::coordinator::coordinator_client::CoordinatorClient::new(
+                            ch,
+                        )
+                        .status(req)
+                        .await
+                    }
+                })
+                .await?;
+            print::txn_status(
+                txn_id,
+                &ratify_proto::types::coordinator::StatusResponse::try_from(reply)?,
+            );
+        }
         TxnCommand::List {
             endpoint,
             phase,

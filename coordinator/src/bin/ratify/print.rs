@@ -1,7 +1,8 @@
 //! Human-readable output for the CLI.
 
-use ratify_proto::types::FinalDecision;
 use ratify_proto::types::admin::{ClusterStatus, ListTxnsResponse, MemberRole};
+use ratify_proto::types::coordinator::StatusResponse;
+use ratify_proto::types::{FinalDecision, Outcome, TxnId};
 
 pub fn cluster_status(s: &ClusterStatus) {
     match &s.leader {
@@ -86,5 +87,36 @@ pub fn txns(r: &ListTxnsResponse) {
     }
     if !r.next_page_token.is_empty() {
         println!("(more: this listing is capped by --limit)");
+    }
+}
+
+pub fn txn_status(txn_id: TxnId, s: &StatusResponse) {
+    let outcome = match &s.outcome {
+        Outcome::Committed => "COMMITTED".to_owned(),
+        Outcome::Aborted(info) => format!(
+            "ABORTED ({:?}{}{})",
+            info.cause,
+            info.participant
+                .as_ref()
+                .map_or(String::new(), |p| format!(", participant {p}")),
+            if info.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", info.message)
+            }
+        ),
+        Outcome::Unknown => {
+            "UNKNOWN (no decision recorded: never seen, still preparing, or compacted)".to_owned()
+        }
+    };
+    println!("txn:     {txn_id}");
+    println!("outcome: {outcome}");
+    println!("phase:   {:?}", s.phase);
+    if let Some(at) = s.decided_at_unix_ms {
+        println!("decided: {at} (unix ms)");
+    }
+    if !s.pending_participants.is_empty() {
+        let p: Vec<&str> = s.pending_participants.iter().map(|p| p.as_str()).collect();
+        println!("phase 2 pending at: {}", p.join(", "));
     }
 }

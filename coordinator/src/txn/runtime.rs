@@ -1,0 +1,645 @@
+//! Runs the 2PC [`Driver`] on this node: one task owns the driver and feeds it events (requests
+//! from the gRPC server, votes, applied decisions, acknowledgements, ticks, leadership changes);
+//! the actions it returns become RPCs to participants (spawned tasks that report back) and
+//! proposals to Raft (a proposer task that batches decisions into entries — group commit).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use openraft::ServerState;
+use ratify_proto::convert;
+use ratify_proto::pb::participant as pbp;
+use ratify_proto::pb::participant::participant_client::ParticipantClient;
+use ratify_proto::types::command::{Command, CommandKind, DecideItem, PhaseTwoAck};
+use ratify_proto::types::participant::{AckStatus, TxnBatch};
+use ratify_proto::types::{Decision, Endpoint, ParticipantId, TxnId};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::Channel;
+
+use super::driver::{Action, Answer, Driver, DriverConfig, Input, PendingPhase2, ReplyId};
+use super::failpoints;
+use crate::raft::Raft;
+use crate::raft::state_machine::StateView;
+use crate::server::now_unix_ms;
+use crate::state::CommandReply;
+
+/// The runtime's limits and timings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The driver's.
+    pub driver: DriverConfig,
+    /// How often the driver gets a tick (deadlines, phase-2 retries).
+    pub tick: Duration,
+    /// Events queued for the driver, at most (callers wait beyond).
+    pub events_queue_max: usize,
+    /// Events the driver takes in one round before acting, at most.
+    pub events_per_round_max: usize,
+    /// Decisions in one Raft entry, at most.
+    pub decide_batch_max: usize,
+    /// Raft proposals in flight at once, at most.
+    pub proposals_in_flight_max: usize,
+    /// Transactions per Prepare/phase-2 RPC, at most (a participant's `batch_txns_max`).
+    pub participant_batch_max: usize,
+    /// Longest phase-2 RPC.
+    pub phase2_rpc_timeout: Duration,
+    /// Connecting to a participant gives up after this long.
+    pub participant_connect_timeout: Duration,
+    /// Completed outcomes are kept this long (C8, C11), then compacted.
+    pub outcome_retention: Duration,
+    /// How often the leader proposes a compaction.
+    pub compact_interval: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            driver: DriverConfig::default(),
+            tick: Duration::from_millis(20),
+            events_queue_max: 65_536,
+            events_per_round_max: 4_096,
+            decide_batch_max: 1_024,
+            proposals_in_flight_max: 8,
+            participant_batch_max: 1_024,
+            phase2_rpc_timeout: Duration::from_secs(5),
+            participant_connect_timeout: Duration::from_millis(500),
+            outcome_retention: Duration::from_secs(24 * 3600),
+            compact_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+type MakeInput = Box<dyn FnOnce(ReplyId) -> Input + Send>;
+
+enum Event {
+    /// A caller's request; the answer goes to `reply`.
+    Request {
+        make: MakeInput,
+        reply: oneshot::Sender<Answer>,
+    },
+    /// A result from a task.
+    Input(Input),
+    /// This node, leader in `term`, has applied the whole log; here is its phase-2 work.
+    LeaderReady {
+        term: u64,
+        pending: Vec<PendingPhase2>,
+    },
+}
+
+/// The server's handle on the runtime.
+#[derive(Clone)]
+pub struct TxnHandle {
+    tx: mpsc::Sender<Event>,
+}
+
+impl TxnHandle {
+    /// Hand a request to the driver and wait for its answer. `make` builds the driver input
+    /// from the reply id. If the runtime has stopped, the answer is `NotLeader`.
+    pub async fn request(&self, make: impl FnOnce(ReplyId) -> Input + Send + 'static) -> Answer {
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Request {
+            make: Box::new(make),
+            reply,
+        };
+        if self.tx.send(event).await.is_err() {
+            return Answer::NotLeader;
+        }
+        rx.await.unwrap_or(Answer::NotLeader)
+    }
+
+    /// Tell the driver something that needs no answer (e.g. a decision applied by another
+    /// path). Dropped if the runtime has stopped.
+    pub async fn notify(&self, input: Input) {
+        let _ = self.tx.send(Event::Input(input)).await;
+    }
+}
+
+/// Channels to participants, by their registered endpoint.
+pub struct Participants {
+    view: StateView,
+    channels: Mutex<HashMap<Endpoint, Channel>>,
+    connect_timeout: Duration,
+}
+
+impl Participants {
+    /// Over the registry in `view`.
+    pub fn new(view: StateView, connect_timeout: Duration) -> Self {
+        Self {
+            view,
+            channels: Mutex::new(HashMap::new()),
+            connect_timeout,
+        }
+    }
+
+    /// A client for `participant`, from the replicated registry.
+    pub fn client(
+        &self,
+        participant: &ParticipantId,
+    ) -> Result<ParticipantClient<Channel>, String> {
+        let endpoint = self
+            .view
+            .read()
+            .state
+            .participants
+            .get(participant)
+            .map(|r| r.endpoint.clone())
+            .ok_or_else(|| format!("participant {participant} is not registered"))?;
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&endpoint) {
+            Some(c) => c.clone(),
+            None => {
+                let c = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                    .map_err(|e| format!("{endpoint}: {e}"))?
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(endpoint, c.clone());
+                c
+            }
+        };
+        Ok(ParticipantClient::new(channel))
+    }
+}
+
+enum Job {
+    Decide(Vec<DecideItem>),
+    Forget(Vec<PhaseTwoAck>),
+    Compact { before_unix_ms: u64 },
+}
+
+/// Start the runtime for node `node_id`; it stops when `shutdown` turns true.
+pub fn spawn(
+    node_id: u64,
+    raft: Raft,
+    view: StateView,
+    participants: Arc<Participants>,
+    config: RuntimeConfig,
+    shutdown: watch::Receiver<bool>,
+) -> TxnHandle {
+    let (tx, rx) = mpsc::channel(config.events_queue_max);
+    let (jobs_tx, jobs_rx) = mpsc::channel(config.proposals_in_flight_max * 4);
+    tokio::spawn(proposer(
+        raft.clone(),
+        jobs_rx,
+        tx.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
+    let runtime = Runtime {
+        node_id,
+        driver: Driver::new(config.driver.clone()),
+        raft,
+        view,
+        participants,
+        config,
+        tx: tx.clone(),
+        replies: HashMap::new(),
+        next_reply: 1,
+        leader_term: None,
+        jobs_tx,
+        jobs_backlog: VecDeque::new(),
+        last_compact: tokio::time::Instant::now(),
+    };
+    tokio::spawn(runtime.run(rx, shutdown));
+    TxnHandle { tx }
+}
+
+struct Runtime {
+    node_id: u64,
+    driver: Driver,
+    raft: Raft,
+    view: StateView,
+    participants: Arc<Participants>,
+    config: RuntimeConfig,
+    tx: mpsc::Sender<Event>,
+    replies: HashMap<ReplyId, oneshot::Sender<Answer>>,
+    next_reply: ReplyId,
+    /// The term this node leads in, once it has noticed.
+    leader_term: Option<u64>,
+    jobs_tx: mpsc::Sender<Job>,
+    /// Jobs the proposer could not take yet (the runtime never waits for it).
+    jobs_backlog: VecDeque<Job>,
+    last_compact: tokio::time::Instant,
+}
+
+impl Runtime {
+    async fn run(mut self, mut rx: mpsc::Receiver<Event>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = self.raft.metrics();
+        let mut inputs = Vec::new();
+        self.check_leadership(&mut inputs);
+        loop {
+            tokio::select! {
+                event = rx.recv() => {
+                    let Some(event) = event else { return };
+                    self.accept(event, &mut inputs);
+                    while inputs.len() < self.config.events_per_round_max {
+                        match rx.try_recv() {
+                            Ok(event) => self.accept(event, &mut inputs),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    inputs.push(Input::Tick);
+                    self.maybe_compact();
+                }
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return; // Raft stopped.
+                    }
+                    self.check_leadership(&mut inputs);
+                }
+                _ = shutdown.changed() => {
+                    self.step_all(vec![Input::LostLeadership]);
+                    return;
+                }
+            }
+            self.step_all(std::mem::take(&mut inputs));
+            self.push_jobs();
+        }
+    }
+
+    fn accept(&mut self, event: Event, inputs: &mut Vec<Input>) {
+        match event {
+            Event::Request { make, reply } => {
+                let id = self.next_reply;
+                self.next_reply += 1;
+                self.replies.insert(id, reply);
+                inputs.push(make(id));
+            }
+            Event::Input(input) => inputs.push(input),
+            Event::LeaderReady { term, pending } => {
+                if self.leader_term == Some(term) {
+                    tracing::info!(
+                        node_id = self.node_id,
+                        term,
+                        phase2 = pending.len(),
+                        "leading: 2PC driver active"
+                    );
+                    inputs.push(Input::BecameLeader { pending });
+                }
+            }
+        }
+    }
+
+    fn check_leadership(&mut self, inputs: &mut Vec<Input>) {
+        let (is_leader, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (
+                m.state == ServerState::Leader && m.current_leader == Some(self.node_id),
+                m.current_term,
+            )
+        };
+        match (self.leader_term, is_leader) {
+            (Some(t), true) if t == term => {}
+            (None, false) => {}
+            (Some(_), false) => {
+                self.leader_term = None;
+                inputs.push(Input::LostLeadership);
+            }
+            (previous, true) => {
+                if previous.is_some() {
+                    inputs.push(Input::LostLeadership);
+                }
+                self.leader_term = Some(term);
+                // Before acting as leader: apply everything committed in earlier terms, so
+                // the phase-2 work read from the state is complete.
+                let raft = self.raft.clone();
+                let view = self.view.clone();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    if raft.ensure_linearizable().await.is_err() {
+                        return; // Lost leadership meanwhile; metrics will say so.
+                    }
+                    let pending = {
+                        let v = view.read();
+                        v.state
+                            .decided
+                            .iter()
+                            .map(|(txn_id, r)| PendingPhase2 {
+                                txn_id: *txn_id,
+                                decision: r.decision.clone(),
+                                pending: r.pending.iter().cloned().collect(),
+                            })
+                            .collect()
+                    };
+                    let _ = tx.send(Event::LeaderReady { term, pending }).await;
+                });
+            }
+        }
+    }
+
+    fn step_all(&mut self, inputs: Vec<Input>) {
+        if inputs.is_empty() {
+            return;
+        }
+        let now = now_unix_ms();
+        let mut actions = Vec::new();
+        let mut decided = false;
+        for input in inputs {
+            match &input {
+                Input::Decided { .. } => decided = true,
+                Input::Acks { participant, acks } => {
+                    for (txn_id, status) in acks {
+                        if matches!(
+                            status,
+                            AckStatus::NotPrepared | AckStatus::ConflictingOutcome
+                        ) {
+                            tracing::error!(%txn_id, participant_id = %participant, ?status, "a participant's record contradicts the decision; an operator must look at it");
+                        }
+                    }
+                    failpoints::hit(failpoints::MID_PHASE_TWO);
+                }
+                _ => {}
+            }
+            actions.extend(self.driver.step(now, input));
+        }
+        self.execute(actions, decided);
+    }
+
+    fn execute(&mut self, actions: Vec<Action>, decided: bool) {
+        let mut prepares: BTreeMap<ParticipantId, (Vec<TxnId>, u64)> = BTreeMap::new();
+        let mut decide_items = Vec::new();
+        let mut later = Vec::new();
+        for action in actions {
+            match action {
+                Action::Reply { reply, answer } => {
+                    if let Some(tx) = self.replies.remove(&reply) {
+                        let _ = tx.send(answer);
+                    }
+                }
+                Action::SendPrepare {
+                    participant,
+                    txn_ids,
+                    deadline_unix_ms,
+                } => {
+                    let entry = prepares
+                        .entry(participant)
+                        .or_insert((Vec::new(), deadline_unix_ms));
+                    entry.0.extend(txn_ids);
+                    entry.1 = entry.1.min(deadline_unix_ms);
+                }
+                Action::Propose { items } => decide_items.extend(items),
+                other => later.push(other),
+            }
+        }
+        if decided {
+            // Callers have their answers; phase 2 has not started.
+            failpoints::hit(failpoints::AFTER_DECISION_APPLIED);
+        }
+        for chunk in decide_items.chunks(self.config.decide_batch_max) {
+            self.jobs_backlog.push_back(Job::Decide(chunk.to_vec()));
+        }
+        for (participant, (txn_ids, deadline)) in prepares {
+            for chunk in txn_ids.chunks(self.config.participant_batch_max) {
+                tokio::spawn(send_prepare(
+                    self.participants.clone(),
+                    self.tx.clone(),
+                    self.node_id,
+                    participant.clone(),
+                    chunk.to_vec(),
+                    deadline,
+                ));
+            }
+        }
+        for action in later {
+            match action {
+                Action::SendPhase2 {
+                    participant,
+                    decision,
+                    txn_ids,
+                } => {
+                    tokio::spawn(send_phase2(
+                        self.participants.clone(),
+                        self.tx.clone(),
+                        self.node_id,
+                        participant,
+                        decision,
+                        txn_ids,
+                        self.config.phase2_rpc_timeout,
+                    ));
+                }
+                Action::ProposeForget { acks } => self.jobs_backlog.push_back(Job::Forget(acks)),
+                Action::Reply { .. } | Action::SendPrepare { .. } | Action::Propose { .. } => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+    }
+
+    /// C8: the leader proposes the compaction of outcomes older than the retention; the cut-off
+    /// travels in the command, so every node drops the same ones.
+    fn maybe_compact(&mut self) {
+        if !self.driver.is_leader() || self.last_compact.elapsed() < self.config.compact_interval {
+            return;
+        }
+        self.last_compact = tokio::time::Instant::now();
+        let before_unix_ms =
+            now_unix_ms().saturating_sub(self.config.outcome_retention.as_millis() as u64);
+        self.jobs_backlog.push_back(Job::Compact { before_unix_ms });
+    }
+
+    fn push_jobs(&mut self) {
+        while let Some(job) = self.jobs_backlog.pop_front() {
+            match self.jobs_tx.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(job)) => {
+                    self.jobs_backlog.push_front(job);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+}
+
+fn remaining_until(deadline_unix_ms: u64) -> Duration {
+    Duration::from_millis(deadline_unix_ms.saturating_sub(now_unix_ms()))
+}
+
+async fn send_prepare(
+    participants: Arc<Participants>,
+    tx: mpsc::Sender<Event>,
+    node_id: u64,
+    participant: ParticipantId,
+    txn_ids: Vec<TxnId>,
+    deadline_unix_ms: u64,
+) {
+    let failed = |error: String| Input::PrepareFailed {
+        participant: participant.clone(),
+        txn_ids: txn_ids.clone(),
+        error,
+    };
+    let input = match participants.client(&participant) {
+        Err(e) => failed(e),
+        Ok(mut client) => {
+            let req: pbp::PrepareRequest = TxnBatch {
+                coordinator_node_id: node_id,
+                txn_ids: txn_ids.clone(),
+            }
+            .into();
+            match tokio::time::timeout(remaining_until(deadline_unix_ms), client.prepare(req)).await
+            {
+                Err(_) => failed("no answer before the deadline".into()),
+                Ok(Err(status)) => failed(format!("Prepare failed: {}", status.message())),
+                Ok(Ok(reply)) => match convert::prepare_results_from_wire(reply.into_inner()) {
+                    Err(e) => failed(format!("malformed Prepare reply: {e}")),
+                    Ok(results) => {
+                        failpoints::hit(failpoints::AFTER_PREPARES_SENT);
+                        Input::Votes {
+                            participant: participant.clone(),
+                            votes: results.into_iter().map(|r| (r.txn_id, r.vote)).collect(),
+                        }
+                    }
+                },
+            }
+        }
+    };
+    let _ = tx.send(Event::Input(input)).await;
+}
+
+async fn send_phase2(
+    participants: Arc<Participants>,
+    tx: mpsc::Sender<Event>,
+    node_id: u64,
+    participant: ParticipantId,
+    decision: Decision,
+    txn_ids: Vec<TxnId>,
+    timeout: Duration,
+) {
+    let failed = |why: String| {
+        tracing::debug!(participant_id = %participant, ?decision, error = %why, "phase 2 failed; will retry");
+        Input::AcksFailed {
+            participant: participant.clone(),
+            txn_ids: txn_ids.clone(),
+        }
+    };
+    let batch = TxnBatch {
+        coordinator_node_id: node_id,
+        txn_ids: txn_ids.clone(),
+    };
+    let input = match participants.client(&participant) {
+        Err(e) => failed(e),
+        Ok(mut client) => {
+            let result = match decision {
+                Decision::Commit => {
+                    tokio::time::timeout(timeout, client.commit(pbp::CommitRequest::from(batch)))
+                        .await
+                        .map(|r| r.map(|reply| convert::commit_acks_from_wire(reply.into_inner())))
+                }
+                Decision::Abort => {
+                    tokio::time::timeout(timeout, client.abort(pbp::AbortRequest::from(batch)))
+                        .await
+                        .map(|r| r.map(|reply| convert::abort_acks_from_wire(reply.into_inner())))
+                }
+            };
+            match result {
+                Err(_) => failed("timed out".into()),
+                Ok(Err(status)) => failed(status.message().to_owned()),
+                Ok(Ok(Err(e))) => failed(format!("malformed reply: {e}")),
+                Ok(Ok(Ok(acks))) => Input::Acks {
+                    participant: participant.clone(),
+                    acks: acks.into_iter().map(|a| (a.txn_id, a.status)).collect(),
+                },
+            }
+        }
+    };
+    let _ = tx.send(Event::Input(input)).await;
+}
+
+/// Proposes decisions and acknowledgements to Raft: takes every queued job, merges them into
+/// as few entries as the limits allow (group commit), keeps a bounded number in flight, and
+/// reports the applied results to the runtime.
+async fn proposer(
+    raft: Raft,
+    mut jobs: mpsc::Receiver<Job>,
+    events: mpsc::Sender<Event>,
+    config: RuntimeConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            job = jobs.recv(), if in_flight.len() < config.proposals_in_flight_max => {
+                let Some(job) = job else { return };
+                let mut items = Vec::new();
+                let mut acks = Vec::new();
+                let mut compact = None;
+                let mut next = Some(job);
+                while let Some(job) = next.take() {
+                    match job {
+                        Job::Decide(i) => items.extend(i),
+                        Job::Forget(a) => acks.extend(a),
+                        Job::Compact { before_unix_ms } => compact = Some(before_unix_ms),
+                    }
+                    if items.len() < config.decide_batch_max {
+                        next = jobs.try_recv().ok();
+                    }
+                }
+                let now = now_unix_ms();
+                if !items.is_empty() {
+                    let txn_ids: Vec<TxnId> = items.iter().map(|i| i.txn_id).collect();
+                    let cmd = Command { proposed_at_unix_ms: now, kind: CommandKind::Decide(items) };
+                    in_flight.push(propose(raft.clone(), cmd, Proposal::Decide(txn_ids)));
+                }
+                if !acks.is_empty() {
+                    let cmd = Command { proposed_at_unix_ms: now, kind: CommandKind::Forget(acks.clone()) };
+                    in_flight.push(propose(raft.clone(), cmd, Proposal::Forget(acks)));
+                }
+                if let Some(before_unix_ms) = compact {
+                    let cmd = Command { proposed_at_unix_ms: now, kind: CommandKind::Compact { before_unix_ms } };
+                    in_flight.push(propose(raft.clone(), cmd, Proposal::Compact));
+                }
+            }
+            Some((proposal, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                let input = match (proposal, result) {
+                    (Proposal::Decide(_), Ok(CommandReply::Decided(applied))) => Some(Input::Decided { applied }),
+                    (Proposal::Decide(txn_ids), Ok(CommandReply::Done)) => {
+                        tracing::error!("a Decide entry applied without a Decided reply");
+                        Some(Input::ProposeFailed { txn_ids })
+                    }
+                    (Proposal::Decide(txn_ids), Err(e)) => {
+                        tracing::debug!(error = %e, "proposal failed");
+                        Some(Input::ProposeFailed { txn_ids })
+                    }
+                    (Proposal::Forget(_), Ok(_)) | (Proposal::Compact, _) => None,
+                    (Proposal::Forget(acks), Err(_)) => Some(Input::ForgetFailed { acks }),
+                };
+                if let Some(input) = input {
+                    let _ = events.send(Event::Input(input)).await;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+enum Proposal {
+    Decide(Vec<TxnId>),
+    Forget(Vec<PhaseTwoAck>),
+    Compact,
+}
+
+async fn propose(
+    raft: Raft,
+    cmd: Command,
+    proposal: Proposal,
+) -> (Proposal, Result<CommandReply, String>) {
+    let rx = match raft.client_write_ff(cmd).await {
+        Ok(rx) => rx,
+        Err(e) => return (proposal, Err(e.to_string())),
+    };
+    if matches!(proposal, Proposal::Decide(_)) {
+        failpoints::hit(failpoints::AFTER_DECISION_PROPOSED);
+    }
+    let result = match rx.await {
+        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("raft dropped the proposal".to_owned()),
+    };
+    (proposal, result)
+}

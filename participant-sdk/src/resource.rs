@@ -1,0 +1,58 @@
+//! The resource trait: what the participant runtime needs from a store. The SDK's
+//! [`RocksStore`](crate::store::RocksStore) implements it; a service with its own database
+//! (PostgreSQL, say) implements it too and runs the conformance suite
+//! (`ratify_participant::testing`, feature `testing`) to check it keeps the protocol's promises.
+//!
+//! Every method is called with a transaction id and must be idempotent by that id: the
+//! coordinator retries. The rules cited are docs/protocol.md's.
+
+use std::future::Future;
+
+use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome};
+use ratify_proto::types::{TxnId, Vote};
+
+use crate::error::Result;
+
+/// A transaction prepared and not yet decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubt {
+    /// The transaction.
+    pub txn_id: TxnId,
+    /// When it was prepared (this participant's clock).
+    pub prepared_at_unix_ms: u64,
+}
+
+/// A participant's store, as the 2PC runtime sees it.
+pub trait Resource: Send + Sync + 'static {
+    /// Phase 1: make the transaction's staged work durable and vote (P2, P5, P6).
+    /// - staged work, now durable: `Vote::Yes`; nothing to write: `Vote::ReadOnly` (locks
+    ///   released);
+    /// - prepared already: `Vote::Yes` again;
+    /// - unknown, aborted, timed out, refused by validation: `Vote::No` with the reason, and a
+    ///   tombstone so no later work is accepted for it.
+    ///
+    /// `Err` only when the store failed and nothing is durable (the runtime votes NO).
+    fn prepare(&self, txn_id: TxnId) -> impl Future<Output = Result<Vote>> + Send;
+
+    /// Phase 2, COMMIT: apply the prepared work durably, then answer (P7, P8).
+    fn commit(&self, txn_id: TxnId) -> impl Future<Output = Result<AckStatus>> + Send;
+
+    /// Phase 2, ABORT: discard staged or prepared work durably and leave a tombstone (P5, P7).
+    fn abort(&self, txn_id: TxnId) -> impl Future<Output = Result<AckStatus>> + Send;
+
+    /// Prepare and commit in one durable step (the single-participant fast path, C2).
+    fn commit_one_phase(
+        &self,
+        txn_id: TxnId,
+    ) -> impl Future<Output = Result<OnePhaseOutcome>> + Send;
+
+    /// Every prepared, undecided transaction (after a restart: those found on disk).
+    fn in_doubt(&self) -> impl Future<Output = Result<Vec<InDoubt>>> + Send;
+
+    /// Periodic housekeeping, called by the runtime every tick: abort staged work past its
+    /// timeout (P4), drop outcomes past their retention. Must be quick when there is nothing to
+    /// do. The default does nothing.
+    fn maintain(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}

@@ -1,0 +1,426 @@
+//! The participant runtime: the `ratify.participant.v1.Participant` gRPC service over a
+//! [`Resource`], registration with the coordinator cluster, and the background work — the
+//! resolver for in-doubt transactions (P3) and the store's maintenance (staged timeouts,
+//! outcome retention).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use ratify_proto::convert;
+use ratify_proto::error::{ErrorCode, ErrorDetail};
+use ratify_proto::leader::{CallError, LeaderFollower, RetryPolicy};
+use ratify_proto::pb::coordinator as pbco;
+use ratify_proto::pb::coordinator::coordinator_client::CoordinatorClient;
+use ratify_proto::pb::participant as pbp;
+use ratify_proto::pb::participant::participant_server::{
+    Participant as ParticipantApi, ParticipantServer,
+};
+use ratify_proto::types::coordinator::{
+    RegisterParticipantRequest, ResolveRequest, ResolveResponse,
+};
+use ratify_proto::types::participant::{
+    AckResult, AckStatus, OnePhaseOutcome, OnePhaseResult, PrepareResult, TxnBatch,
+};
+use ratify_proto::types::{Endpoint, FinalDecision, NoReason, ParticipantId, TxnId, Vote};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::resource::Resource;
+
+/// Failpoint: a participant crashes when a Commit arrives, before applying it (it voted YES
+/// earlier; on restart it finds the transaction in doubt and resolves it).
+pub const FAILPOINT_BEFORE_COMMIT: &str = "participant_before_commit";
+/// Failpoint: a participant crashes after its prepare is durable, before answering YES.
+pub const FAILPOINT_AFTER_PREPARE: &str = "participant_after_prepare";
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct ParticipantConfig {
+    /// This participant's stable name.
+    pub participant_id: ParticipantId,
+    /// Where the coordinator reaches this participant's gRPC service.
+    pub advertise: Endpoint,
+    /// The coordinator cluster (any nodes).
+    pub coordinators: Vec<Endpoint>,
+    /// A prepared transaction without a decision for this long is resolved with the
+    /// coordinator (P3). Transactions found prepared at start-up are resolved at once.
+    pub resolve_after: Duration,
+    /// How often the background loop looks for work.
+    pub tick: Duration,
+    /// First retry pause of a Resolve; doubles up to `resolve_backoff_max`.
+    pub resolve_backoff_min: Duration,
+    /// Longest retry pause of a Resolve.
+    pub resolve_backoff_max: Duration,
+    /// Resolves in flight at once, at most.
+    pub resolves_in_flight_max: usize,
+    /// Transactions per Prepare/Commit/Abort/CommitOnePhase call, at most.
+    pub batch_txns_max: usize,
+}
+
+impl ParticipantConfig {
+    /// Settings with defaults for everything but the identity and the addresses.
+    pub fn new(
+        participant_id: ParticipantId,
+        advertise: Endpoint,
+        coordinators: Vec<Endpoint>,
+    ) -> Self {
+        Self {
+            participant_id,
+            advertise,
+            coordinators,
+            resolve_after: Duration::from_secs(5),
+            tick: Duration::from_millis(200),
+            resolve_backoff_min: Duration::from_millis(100),
+            resolve_backoff_max: Duration::from_secs(5),
+            resolves_in_flight_max: 64,
+            batch_txns_max: 1_024,
+        }
+    }
+}
+
+/// The gRPC service the coordinator calls (Prepare / Commit / Abort / CommitOnePhase).
+pub struct ParticipantService<R> {
+    resource: Arc<R>,
+    batch_txns_max: usize,
+}
+
+#[allow(clippy::result_large_err)] // tonic::Status is the error type of every handler
+fn batch<W>(request: Request<W>, max: usize) -> Result<TxnBatch, Status>
+where
+    TxnBatch: TryFrom<W, Error = ratify_proto::error::ConvertError>,
+{
+    let batch = TxnBatch::try_from(request.into_inner())?;
+    if batch.txn_ids.len() > max {
+        let mut d = ErrorDetail::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "{} transactions in one call; at most {max}",
+                batch.txn_ids.len()
+            ),
+        );
+        d.limit = Some(format!("batch_txns_max={max}"));
+        return Err(d.into_status());
+    }
+    Ok(batch)
+}
+
+fn vote_for_error(e: &Error) -> Vote {
+    let reason = match e {
+        Error::LimitExceeded { .. } => NoReason::LimitExceeded,
+        Error::Conflict { .. } => NoReason::Conflict,
+        _ => NoReason::StorageError,
+    };
+    Vote::No {
+        reason,
+        message: e.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl<R: Resource> ParticipantApi for ParticipantService<R> {
+    async fn prepare(
+        &self,
+        request: Request<pbp::PrepareRequest>,
+    ) -> Result<Response<pbp::PrepareResponse>, Status> {
+        let batch = batch(request, self.batch_txns_max)?;
+        // Concurrently: the store's group commit then covers the whole batch with one fsync.
+        let votes = join_all(batch.txn_ids.iter().map(|&txn_id| async move {
+            let vote = match self.resource.prepare(txn_id).await {
+                Ok(v) => {
+                    if v == Vote::Yes {
+                        ratify_proto::failpoint::hit(FAILPOINT_AFTER_PREPARE);
+                    }
+                    v
+                }
+                Err(e) => {
+                    tracing::warn!(%txn_id, error = %e, "prepare failed; voting NO");
+                    vote_for_error(&e)
+                }
+            };
+            PrepareResult { txn_id, vote }
+        }))
+        .await;
+        Ok(Response::new(convert::prepare_results_to_wire(votes)))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pbp::CommitRequest>,
+    ) -> Result<Response<pbp::CommitResponse>, Status> {
+        let batch = batch(request, self.batch_txns_max)?;
+        ratify_proto::failpoint::hit(FAILPOINT_BEFORE_COMMIT);
+        let acks = join_all(
+            batch
+                .txn_ids
+                .iter()
+                .map(|&txn_id| async move { ack(txn_id, self.resource.commit(txn_id).await) }),
+        )
+        .await;
+        Ok(Response::new(convert::commit_acks_to_wire(acks)))
+    }
+
+    async fn abort(
+        &self,
+        request: Request<pbp::AbortRequest>,
+    ) -> Result<Response<pbp::AbortResponse>, Status> {
+        let batch = batch(request, self.batch_txns_max)?;
+        let acks = join_all(
+            batch
+                .txn_ids
+                .iter()
+                .map(|&txn_id| async move { ack(txn_id, self.resource.abort(txn_id).await) }),
+        )
+        .await;
+        Ok(Response::new(convert::abort_acks_to_wire(acks)))
+    }
+
+    async fn commit_one_phase(
+        &self,
+        request: Request<pbp::CommitOnePhaseRequest>,
+    ) -> Result<Response<pbp::CommitOnePhaseResponse>, Status> {
+        let batch = batch(request, self.batch_txns_max)?;
+        let results = join_all(batch.txn_ids.iter().map(|&txn_id| async move {
+            let outcome = match self.resource.commit_one_phase(txn_id).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(%txn_id, error = %e, "one-phase commit failed; outcome unknown");
+                    OnePhaseOutcome::Unknown {
+                        message: e.to_string(),
+                    }
+                }
+            };
+            OnePhaseResult { txn_id, outcome }
+        }))
+        .await;
+        Ok(Response::new(convert::one_phase_results_to_wire(results)))
+    }
+}
+
+fn ack(txn_id: TxnId, result: crate::error::Result<AckStatus>) -> AckResult {
+    match result {
+        Ok(status) => AckResult {
+            txn_id,
+            status,
+            message: String::new(),
+        },
+        Err(e) => {
+            tracing::warn!(%txn_id, error = %e, "phase-2 message failed; the coordinator will retry");
+            AckResult {
+                txn_id,
+                status: AckStatus::Retry,
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+/// A participant: the gRPC service and the background work, over one resource.
+pub struct Participant<R> {
+    resource: Arc<R>,
+    config: ParticipantConfig,
+    coordinators: Arc<LeaderFollower>,
+}
+
+impl<R> Clone for Participant<R> {
+    fn clone(&self) -> Self {
+        Self {
+            resource: self.resource.clone(),
+            config: self.config.clone(),
+            coordinators: self.coordinators.clone(),
+        }
+    }
+}
+
+struct Retry {
+    next_at: Instant,
+    backoff: Duration,
+}
+
+impl<R: Resource> Participant<R> {
+    /// A participant over `resource`.
+    pub fn new(resource: Arc<R>, config: ParticipantConfig) -> crate::error::Result<Self> {
+        let coordinators = LeaderFollower::new(config.coordinators.clone(), RetryPolicy::default())
+            .map_err(Error::Coordinator)?;
+        Ok(Self {
+            resource,
+            config,
+            coordinators: Arc::new(coordinators),
+        })
+    }
+
+    /// The gRPC service to add to the service's tonic server.
+    pub fn service(&self) -> ParticipantServer<ParticipantService<R>> {
+        ParticipantServer::new(ParticipantService {
+            resource: self.resource.clone(),
+            batch_txns_max: self.config.batch_txns_max,
+        })
+    }
+
+    /// The resource.
+    pub fn resource(&self) -> &Arc<R> {
+        &self.resource
+    }
+
+    /// Register `{participant_id → advertise}` with the coordinator cluster, retrying until it
+    /// succeeds or `shutdown` completes. Returns whether it registered.
+    pub async fn register(&self, shutdown: impl std::future::Future<Output = ()>) -> bool {
+        let req: pbco::RegisterParticipantRequest = RegisterParticipantRequest {
+            participant: self.config.participant_id.clone(),
+            endpoint: self.config.advertise.clone(),
+        }
+        .into();
+        tokio::pin!(shutdown);
+        let mut pause = self.config.resolve_backoff_min;
+        loop {
+            let attempt = self
+                .coordinators
+                .call(Instant::now() + Duration::from_secs(10), |ch| {
+                    let req = req.clone();
+                    async move { CoordinatorClient::new(ch).register_participant(req).await }
+                });
+            tokio::select! {
+                () = &mut shutdown => return false,
+                r = attempt => match r {
+                    Ok(_) => {
+                        tracing::info!(participant_id = %self.config.participant_id, endpoint = %self.config.advertise, "registered with the coordinator");
+                        return true;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
+                },
+            }
+            tokio::select! {
+                () = &mut shutdown => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(self.config.resolve_backoff_max);
+        }
+    }
+
+    /// Ask the coordinator for the decision on `txn_id` (recording ABORT if none exists).
+    pub async fn resolve(&self, txn_id: TxnId) -> Result<FinalDecision, CallError> {
+        let req: pbco::ResolveRequest = ResolveRequest {
+            txn_id,
+            participant: self.config.participant_id.clone(),
+        }
+        .into();
+        let reply = self
+            .coordinators
+            .call(Instant::now() + Duration::from_secs(10), |ch| {
+                let req = req.clone();
+                async move { CoordinatorClient::new(ch).resolve(req).await }
+            })
+            .await?;
+        ResolveResponse::try_from(reply)
+            .map(|r| r.decision)
+            .map_err(|e| CallError::Refused {
+                endpoint: "coordinator".into(),
+                status: Status::internal(format!("malformed Resolve reply: {e}")),
+            })
+    }
+
+    async fn resolve_and_apply(&self, txn_id: TxnId) -> Result<(), String> {
+        let decision = self.resolve(txn_id).await.map_err(|e| e.to_string())?;
+        let applied = match &decision {
+            FinalDecision::Commit => self.resource.commit(txn_id).await,
+            FinalDecision::Abort(_) => self.resource.abort(txn_id).await,
+        }
+        .map_err(|e| e.to_string())?;
+        tracing::info!(%txn_id, decision = ?decision.decision(), ?applied, "resolved an in-doubt transaction");
+        match applied {
+            AckStatus::Retry => Err("the store asked to retry".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The background work, until `shutdown`: registration, then every `tick` the store's
+    /// maintenance and the resolver. Transactions found in doubt at start are resolved at once;
+    /// later ones after `resolve_after`. A Resolve that fails is retried with backoff — the
+    /// participant never decides on its own (P1).
+    pub async fn run_background(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        // In doubt at start: nobody will tell us, so ask at once.
+        let mut retries: HashMap<TxnId, Retry> = match self.resource.in_doubt().await {
+            Ok(list) => list
+                .into_iter()
+                .map(|d| {
+                    (
+                        d.txn_id,
+                        Retry {
+                            next_at: Instant::now(),
+                            backoff: self.config.resolve_backoff_min,
+                        },
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list in-doubt transactions");
+                HashMap::new()
+            }
+        };
+        if !retries.is_empty() {
+            tracing::info!(
+                count = retries.len(),
+                "transactions in doubt at start; resolving"
+            );
+        }
+        let registered = self.register(&mut shutdown).await;
+        if !registered {
+            return;
+        }
+        let mut in_flight = FuturesUnordered::new();
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                Some((txn_id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    match result {
+                        Ok(()) => { retries.remove(&txn_id); }
+                        Err(e) => {
+                            let r = retries.entry(txn_id).or_insert(Retry { next_at: Instant::now(), backoff: self.config.resolve_backoff_min });
+                            tracing::warn!(%txn_id, error = %e, retry_in = ?r.backoff, "resolving failed; will retry");
+                            r.next_at = Instant::now() + r.backoff;
+                            r.backoff = (r.backoff * 2).min(self.config.resolve_backoff_max);
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    self.resource.maintain().await;
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let after_ms = self.config.resolve_after.as_millis() as u64;
+                    if let Ok(list) = self.resource.in_doubt().await {
+                        let present: std::collections::HashSet<TxnId> = list.iter().map(|d| d.txn_id).collect();
+                        // Decided meanwhile (phase 2 arrived): stop tracking.
+                        retries.retain(|id, _| present.contains(id));
+                        for d in list {
+                            if d.prepared_at_unix_ms + after_ms <= now_ms {
+                                retries.entry(d.txn_id).or_insert(Retry { next_at: Instant::now(), backoff: self.config.resolve_backoff_min });
+                            }
+                        }
+                    }
+                    let now = Instant::now();
+                    let due: Vec<TxnId> = retries
+                        .iter()
+                        .filter(|(_, r)| r.next_at <= now)
+                        .map(|(id, _)| *id)
+                        .take(self.config.resolves_in_flight_max.saturating_sub(in_flight.len()))
+                        .collect();
+                    for txn_id in due {
+                        // Not due again until this attempt finishes.
+                        if let Some(r) = retries.get_mut(&txn_id) {
+                            r.next_at = now + Duration::from_secs(3600);
+                        }
+                        let this = self.clone();
+                        in_flight.push(async move { (txn_id, this.resolve_and_apply(txn_id).await) });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1304 @@
+//! The RocksDB participant store (DESIGN.md section 5; docs/protocol.md rules P1–P9).
+//!
+//! Column families:
+//!
+//! | family     | key                  | value                                              |
+//! |------------|----------------------|----------------------------------------------------|
+//! | `data`     | the user's key       | `version u64 | value` (version counts this key's commits) |
+//! | `prepared` | txn id (16 bytes)    | the transaction's writes (see [`codec`])           |
+//! | `outcomes` | txn id (16 bytes)    | committed / aborted (tombstone) / read-only, and when |
+//! | `meta`     | `opened`             | set at first open (a later open is a restart)      |
+//!
+//! Staged work lives in memory until Prepare (P4). Prepare, Commit and Abort each write one
+//! batch and wait for a write-ahead-log fsync before answering (P2, P8); concurrent
+//! transactions share fsyncs (group commit), which is where throughput comes from.
+
+pub mod codec;
+pub mod locks;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome};
+use ratify_proto::types::{NoReason, TxnId, Vote};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use self::codec::{Recorded, Writes};
+use self::locks::{LockMode, LockTable};
+use crate::context::TxnContext;
+use crate::error::{Error, EscapedKey, Result};
+use crate::resource::{InDoubt, Resource};
+
+const CF_DATA: &str = "data";
+const CF_PREPARED: &str = "prepared";
+const CF_OUTCOMES: &str = "outcomes";
+const CF_META: &str = "meta";
+const KEY_OPENED: &[u8] = b"opened";
+
+/// Group commit: waiters served by one fsync, at most.
+pub const SYNC_BATCH_MAX: usize = 4_096;
+/// Waiters queued for the sync thread, at most (beyond, writers wait).
+pub const SYNC_QUEUE_MAX: usize = 8_192;
+/// How often `maintain` prunes outcomes past their retention.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Limits and timeouts of a store. Every field has a default; `validate` checks them.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Staged (unprepared) work older than this is aborted locally (P4).
+    pub staged_timeout: Duration,
+    /// Bytes of keys and values one transaction may stage.
+    pub staged_bytes_per_txn_max: usize,
+    /// Keys one transaction may write.
+    pub keys_per_txn_max: usize,
+    /// Transactions staged or prepared at once.
+    pub concurrent_txns_max: usize,
+    /// Largest key.
+    pub key_bytes_max: usize,
+    /// Largest value.
+    pub value_bytes_max: usize,
+    /// Rows one prefix scan returns, at most.
+    pub scan_rows_max: usize,
+    /// How long outcomes and tombstones are kept (they answer retries and refuse late work).
+    pub outcome_retention: Duration,
+    /// How many outcomes and tombstones are kept, at most (the oldest go first).
+    pub outcomes_max: usize,
+    /// Default lock wait for new transactions: `None` fails fast on a conflict.
+    pub lock_wait: Option<Duration>,
+    /// The largest clock difference assumed between an initiator and this participant. After
+    /// a restart, a transaction that began earlier than the restart plus this margin is refused:
+    /// its staged work here may have been lost (P4).
+    pub clock_skew_max: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            staged_timeout: Duration::from_secs(60),
+            staged_bytes_per_txn_max: 16 << 20,
+            keys_per_txn_max: 10_000,
+            concurrent_txns_max: 10_000,
+            key_bytes_max: 4 << 10,
+            value_bytes_max: 4 << 20,
+            scan_rows_max: 10_000,
+            outcome_retention: Duration::from_secs(24 * 3600),
+            outcomes_max: 1_000_000,
+            lock_wait: None,
+            clock_skew_max: Duration::from_millis(500),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Check the settings.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Context(format!("store config: {what}")));
+        if self.staged_timeout.is_zero() {
+            return bad("staged_timeout must be positive");
+        }
+        if self.keys_per_txn_max == 0 || self.concurrent_txns_max == 0 || self.scan_rows_max == 0 {
+            return bad("limits must be positive");
+        }
+        if self.key_bytes_max == 0
+            || self.value_bytes_max == 0
+            || self.staged_bytes_per_txn_max == 0
+        {
+            return bad("size limits must be positive");
+        }
+        if self.outcomes_max == 0 {
+            return bad("outcomes_max must be positive");
+        }
+        Ok(())
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Write-ahead-log fsyncs done.
+    pub fsyncs: AtomicU64,
+    /// Transactions prepared.
+    pub prepared: AtomicU64,
+    /// Transactions committed.
+    pub committed: AtomicU64,
+    /// Transactions aborted.
+    pub aborted: AtomicU64,
+}
+
+struct Staged {
+    writes: Writes,
+    locked: BTreeSet<Vec<u8>>,
+    bytes: usize,
+    started: Instant,
+    deadline_unix_ms: Option<u64>,
+    rejected: Option<String>,
+}
+
+struct Prepared {
+    writes: Writes,
+    locked: BTreeSet<Vec<u8>>,
+    prepared_at_unix_ms: u64,
+}
+
+enum State {
+    Staged(Staged),
+    /// Prepare is writing the record; no more reads or writes.
+    Preparing,
+    Prepared(Prepared),
+    /// Finished; the slot is about to go.
+    Done,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Staged(_) => "staged",
+            State::Preparing => "preparing",
+            State::Prepared(_) => "prepared",
+            State::Done => "finished",
+        }
+    }
+}
+
+struct Slot {
+    /// Serializes Prepare / Commit / Abort of one transaction.
+    phase: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+}
+
+impl Slot {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Syncer {
+    tx: Option<mpsc::Sender<oneshot::Sender<Result<()>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread; joining it releases its handle on the database,
+        // so the directory can be reopened as soon as the store is dropped.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Syncer {
+    fn start(db: Arc<DB>, stats: Arc<StoreStats>) -> Result<Self> {
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<()>>>(SYNC_QUEUE_MAX);
+        let thread = std::thread::Builder::new()
+            .name("ratify-store-sync".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(64);
+                while let Some(first) = rx.blocking_recv() {
+                    batch.push(first);
+                    while batch.len() < SYNC_BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(w) => batch.push(w),
+                            Err(_) => break,
+                        }
+                    }
+                    let result = db.flush_wal(true).map_err(Error::from);
+                    stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "participant store fsync failed");
+                    }
+                    for w in batch.drain(..) {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| Error::Storage(format!("cannot start the sync thread: {e}")))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait until every write made before this call is durable.
+    async fn synced(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .expect("the queue closes only when the store is dropped")
+            .send(tx)
+            .await
+            .map_err(|_| Error::Storage("the sync thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Storage("the sync thread has stopped".into()))?
+    }
+}
+
+struct Inner {
+    db: Arc<DB>,
+    syncer: Syncer,
+    locks: LockTable,
+    config: StoreConfig,
+    slots: Mutex<HashMap<TxnId, Arc<Slot>>>,
+    /// Set when this open is a restart: transactions begun before it are refused.
+    restarted_at_unix_ms: Option<u64>,
+    stats: Arc<StoreStats>,
+    last_prune: Mutex<Option<Instant>>,
+}
+
+/// The RocksDB participant store. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct RocksStore {
+    inner: Arc<Inner>,
+}
+
+impl RocksStore {
+    /// Open (creating if missing) the store in `dir`, and recover: every transaction found
+    /// prepared is reloaded, in doubt, with its keys locked (P3).
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Self> {
+        config.validate()?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(4);
+        let cfs = [CF_DATA, CF_PREPARED, CF_OUTCOMES, CF_META]
+            .into_iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
+        let stats = Arc::new(StoreStats::default());
+        let restarted_at_unix_ms = {
+            let meta = cf(&db, CF_META);
+            let opened_before = db.get_cf(meta, KEY_OPENED)?.is_some();
+            if !opened_before {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.put_cf_opt(meta, KEY_OPENED, now_unix_ms().to_be_bytes(), &wo)?;
+            }
+            opened_before.then(now_unix_ms)
+        };
+        let store = Self {
+            inner: Arc::new(Inner {
+                syncer: Syncer::start(db.clone(), stats.clone())?,
+                db,
+                locks: LockTable::new(),
+                config,
+                slots: Mutex::new(HashMap::new()),
+                restarted_at_unix_ms,
+                stats,
+                last_prune: Mutex::new(None),
+            }),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn recover(&self) -> Result<()> {
+        let db = &self.inner.db;
+        let mut slots = self.slots();
+        for item in db.iterator_cf(cf(db, CF_PREPARED), IteratorMode::Start) {
+            let (key, value) = item?;
+            let txn_id = txn_from_key(&key)?;
+            let (writes, prepared_at_unix_ms) = codec::decode_prepared(&value)?;
+            let locked: BTreeSet<Vec<u8>> = writes.keys().cloned().collect();
+            self.inner
+                .locks
+                .acquire_recovered(txn_id, locked.iter().cloned())
+                .map_err(|c| Error::Corrupt {
+                    what: "prepared records".into(),
+                    why: format!(
+                        "transactions {txn_id} and {} both prepared a write of {}",
+                        c.holder,
+                        EscapedKey(c.key)
+                    ),
+                })?;
+            tracing::info!(%txn_id, keys = locked.len(), "recovered a prepared transaction; it is in doubt until resolved");
+            slots.insert(
+                txn_id,
+                Arc::new(Slot {
+                    phase: tokio::sync::Mutex::new(()),
+                    state: Mutex::new(State::Prepared(Prepared {
+                        writes,
+                        locked,
+                        prepared_at_unix_ms,
+                    })),
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<TxnId, Arc<Slot>>> {
+        self.inner.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, txn_id: TxnId) -> Option<Arc<Slot>> {
+        self.slots().get(&txn_id).cloned()
+    }
+
+    /// Counters: fsyncs, prepares, commits, aborts.
+    pub fn stats(&self) -> &StoreStats {
+        &self.inner.stats
+    }
+
+    /// The store's limits.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Number of keys locked (for tests and metrics).
+    pub fn locked_keys(&self) -> usize {
+        self.inner.locks.len()
+    }
+
+    /// Transactions staged or prepared here.
+    pub fn active_txns(&self) -> usize {
+        self.slots().len()
+    }
+
+    /// The committed value of `key`, outside any transaction (no locks: a prepared transaction's
+    /// writes are not visible until it commits).
+    pub fn read_committed(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        let db = &self.inner.db;
+        match db.get_cf(cf(db, CF_DATA), key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let (version, value) = codec::decode_value(&bytes)?;
+                Ok(Some((version, value.to_vec())))
+            }
+        }
+    }
+
+    /// Committed rows whose key starts with `prefix`, in key order, at most `limit` (and the
+    /// store's `scan_rows_max`), outside any transaction: no locks, prepared writes invisible.
+    pub fn scan_committed(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let limit = limit.min(self.inner.config.scan_rows_max);
+        let db = &self.inner.db;
+        let mut out = Vec::new();
+        for item in db.iterator_cf(
+            cf(db, CF_DATA),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((key.to_vec(), codec::decode_value(&value)?.1.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// What this participant recorded about a finished transaction, if anything.
+    pub fn recorded(&self, txn_id: TxnId) -> Result<Option<Recorded>> {
+        let db = &self.inner.db;
+        match db.get_cf(cf(db, CF_OUTCOMES), txn_id.to_bytes())? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(codec::decode_outcome(&bytes)?.0)),
+        }
+    }
+
+    /// Work inside a transaction: reads and writes under its locks. The first call for a
+    /// transaction begins it here; later calls (from other requests of the same transaction)
+    /// continue it. Refused for transactions prepared, finished or aborted here (P5), and after a
+    /// restart for transactions that began before it (P4).
+    pub fn txn(&self, ctx: &TxnContext) -> Result<Txn> {
+        let txn_id = ctx.txn_id;
+        if let Some(slot) = self.slot(txn_id) {
+            let state = slot.state();
+            return match &*state {
+                State::Staged(_) => Ok(self.handle(txn_id)),
+                other => Err(Error::TxnNotActive {
+                    txn_id,
+                    state: other.name(),
+                }),
+            };
+        }
+        match self.recorded(txn_id)? {
+            Some(Recorded::Aborted) => {
+                return Err(Error::TxnAborted {
+                    txn_id,
+                    why: "it was aborted here earlier".into(),
+                });
+            }
+            Some(Recorded::Committed) => {
+                return Err(Error::TxnNotActive {
+                    txn_id,
+                    state: "committed",
+                });
+            }
+            Some(Recorded::ReadOnly) => {
+                return Err(Error::TxnNotActive {
+                    txn_id,
+                    state: "prepared (read-only)",
+                });
+            }
+            None => {}
+        }
+        if let (Some(restarted), Some(created)) =
+            (self.inner.restarted_at_unix_ms, txn_id.created_unix_ms())
+        {
+            let margin = self.inner.config.clock_skew_max.as_millis() as u64;
+            if created < restarted.saturating_add(margin) {
+                return Err(Error::TxnAborted {
+                    txn_id,
+                    why: "it began before this participant restarted, so work it staged here may be lost".into(),
+                });
+            }
+        }
+        if let Some(deadline) = ctx.deadline_unix_ms
+            && deadline <= now_unix_ms()
+        {
+            return Err(Error::TxnAborted {
+                txn_id,
+                why: "its deadline has passed".into(),
+            });
+        }
+        let mut slots = self.slots();
+        if !slots.contains_key(&txn_id) {
+            let max = self.inner.config.concurrent_txns_max;
+            if slots.len() >= max {
+                return Err(Error::LimitExceeded {
+                    limit: "concurrent_txns_max",
+                    max,
+                    asked: slots.len() + 1,
+                });
+            }
+            slots.insert(
+                txn_id,
+                Arc::new(Slot {
+                    phase: tokio::sync::Mutex::new(()),
+                    state: Mutex::new(State::Staged(Staged {
+                        writes: Writes::new(),
+                        locked: BTreeSet::new(),
+                        bytes: 0,
+                        started: Instant::now(),
+                        deadline_unix_ms: ctx.deadline_unix_ms,
+                        rejected: None,
+                    })),
+                }),
+            );
+        }
+        Ok(self.handle(txn_id))
+    }
+
+    fn handle(&self, txn_id: TxnId) -> Txn {
+        Txn {
+            store: self.clone(),
+            txn_id,
+            lock_wait: self.inner.config.lock_wait,
+        }
+    }
+
+    /// Abort, locally and without waiting for durability, every staged transaction older than
+    /// the staged timeout or past its deadline (P4: safe, since none of them voted YES).
+    /// Returns how many were aborted. The participant runtime calls this periodically.
+    pub fn reap_expired(&self) -> usize {
+        let now = Instant::now();
+        let now_ms = now_unix_ms();
+        let timeout = self.inner.config.staged_timeout;
+        let expired: Vec<(TxnId, Arc<Slot>)> = self
+            .slots()
+            .iter()
+            .filter(|(_, slot)| match &*slot.state() {
+                State::Staged(s) => {
+                    now.duration_since(s.started) > timeout
+                        || s.deadline_unix_ms.is_some_and(|d| d < now_ms)
+                }
+                _ => false,
+            })
+            .map(|(id, slot)| (*id, slot.clone()))
+            .collect();
+        let mut reaped = 0;
+        for (txn_id, slot) in expired {
+            // Skip a transaction whose Prepare/Abort is running right now.
+            let Ok(_phase) = slot.phase.try_lock() else {
+                continue;
+            };
+            let staged = {
+                let mut state = slot.state();
+                match std::mem::replace(&mut *state, State::Done) {
+                    State::Staged(s) => s,
+                    other => {
+                        *state = other;
+                        continue;
+                    }
+                }
+            };
+            tracing::debug!(%txn_id, "staged work timed out; aborted locally");
+            if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
+                tracing::warn!(%txn_id, error = %e, "could not record a local abort; a restart refuses the transaction anyway");
+            }
+            self.finish(txn_id, &staged.locked);
+            self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
+            reaped += 1;
+        }
+        reaped
+    }
+
+    /// Drop outcomes and tombstones past the retention or beyond the count limit, oldest
+    /// transactions first. Returns how many were dropped.
+    pub fn prune_outcomes(&self) -> Result<usize> {
+        let db = &self.inner.db;
+        let cutoff =
+            now_unix_ms().saturating_sub(self.inner.config.outcome_retention.as_millis() as u64);
+        let outcomes = cf(db, CF_OUTCOMES);
+        let total = db
+            .iterator_cf(outcomes, IteratorMode::Start)
+            .take(self.inner.config.outcomes_max.saturating_add(1_000_000))
+            .count();
+        let mut excess = total.saturating_sub(self.inner.config.outcomes_max);
+        let mut batch = WriteBatch::default();
+        let mut dropped = 0;
+        // Keys are txn ids, UUIDv7: iteration goes from the oldest transactions.
+        for item in db.iterator_cf(outcomes, IteratorMode::Start) {
+            let (key, value) = item?;
+            let (_, at) = codec::decode_outcome(&value)?;
+            if excess == 0 && at >= cutoff {
+                break;
+            }
+            batch.delete_cf(outcomes, &key);
+            excess = excess.saturating_sub(1);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            db.write(batch)?;
+        }
+        Ok(dropped)
+    }
+
+    fn write_outcome(
+        &self,
+        txn_id: TxnId,
+        recorded: Recorded,
+        batch: Option<WriteBatch>,
+        sync_now: bool,
+    ) -> Result<()> {
+        let db = &self.inner.db;
+        let mut batch = batch.unwrap_or_default();
+        batch.put_cf(
+            cf(db, CF_OUTCOMES),
+            txn_id.to_bytes(),
+            codec::encode_outcome(recorded, now_unix_ms()),
+        );
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync_now);
+        db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Remove the slot and release the locks.
+    fn finish(&self, txn_id: TxnId, locked: &BTreeSet<Vec<u8>>) {
+        self.slots().remove(&txn_id);
+        self.inner
+            .locks
+            .release(txn_id, locked.iter().map(Vec::as_slice));
+    }
+
+    /// Write `batch` and wait for it to be durable (shared fsync).
+    async fn write_durable(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.db.write(batch)?;
+        self.inner.syncer.synced().await
+    }
+
+    /// Abort a transaction that has not voted YES (or has: Abort is the coordinator's word),
+    /// durably, and leave a tombstone.
+    async fn abort_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<AckStatus> {
+        let taken = {
+            let mut state = slot.state();
+            match std::mem::replace(&mut *state, State::Done) {
+                State::Staged(s) => Some((s.locked, false)),
+                State::Prepared(p) => Some((p.locked, true)),
+                other => {
+                    *state = other;
+                    None
+                }
+            }
+        };
+        let Some((locked, was_prepared)) = taken else {
+            return self.finished_abort(txn_id).await;
+        };
+        let db = &self.inner.db;
+        let mut batch = WriteBatch::default();
+        if was_prepared {
+            batch.delete_cf(cf(db, CF_PREPARED), txn_id.to_bytes());
+        }
+        batch.put_cf(
+            cf(db, CF_OUTCOMES),
+            txn_id.to_bytes(),
+            codec::encode_outcome(Recorded::Aborted, now_unix_ms()),
+        );
+        if let Err(e) = self.write_durable(batch).await {
+            // Not durable: put the state back so a retried Abort (or Commit) finds it.
+            *slot.state() = if was_prepared {
+                self.reload_prepared(txn_id)?
+            } else {
+                State::Staged(Staged {
+                    writes: Writes::new(),
+                    locked,
+                    bytes: 0,
+                    started: Instant::now(),
+                    deadline_unix_ms: None,
+                    rejected: Some("a local abort failed".into()),
+                })
+            };
+            return Err(e);
+        }
+        self.finish(txn_id, &locked);
+        self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
+        Ok(AckStatus::Applied)
+    }
+
+    fn reload_prepared(&self, txn_id: TxnId) -> Result<State> {
+        let db = &self.inner.db;
+        let bytes = db
+            .get_cf(cf(db, CF_PREPARED), txn_id.to_bytes())?
+            .ok_or_else(|| Error::Corrupt {
+                what: "prepared record".into(),
+                why: format!("{txn_id} vanished"),
+            })?;
+        let (writes, prepared_at_unix_ms) = codec::decode_prepared(&bytes)?;
+        Ok(State::Prepared(Prepared {
+            locked: writes.keys().cloned().collect(),
+            writes,
+            prepared_at_unix_ms,
+        }))
+    }
+
+    /// Abort of a transaction with no slot: answer from the record, or leave a tombstone.
+    async fn finished_abort(&self, txn_id: TxnId) -> Result<AckStatus> {
+        match self.recorded(txn_id)? {
+            Some(Recorded::Aborted) | Some(Recorded::ReadOnly) => Ok(AckStatus::AlreadyApplied),
+            Some(Recorded::Committed) => {
+                tracing::error!(%txn_id, "Abort for a transaction committed here: the coordinator's decision conflicts with this participant's record");
+                Ok(AckStatus::ConflictingOutcome)
+            }
+            None => {
+                // Never seen (or lost at a restart): the tombstone refuses late work (P5).
+                let db = &self.inner.db;
+                let mut batch = WriteBatch::default();
+                batch.put_cf(
+                    cf(db, CF_OUTCOMES),
+                    txn_id.to_bytes(),
+                    codec::encode_outcome(Recorded::Aborted, now_unix_ms()),
+                );
+                self.write_durable(batch).await?;
+                Ok(AckStatus::Applied)
+            }
+        }
+    }
+
+    /// The batch that applies `writes` to the data (each key's version + 1).
+    fn apply_writes(&self, batch: &mut WriteBatch, writes: &Writes) -> Result<()> {
+        let db = &self.inner.db;
+        let data = cf(db, CF_DATA);
+        for (key, value) in writes {
+            match value {
+                None => batch.delete_cf(data, key),
+                Some(v) => {
+                    // The exclusive lock on `key` makes this read-modify-write safe.
+                    let version = match db.get_cf(data, key)? {
+                        Some(old) => codec::decode_value(&old)?.0 + 1,
+                        None => 1,
+                    };
+                    batch.put_cf(data, key, codec::encode_value(version, v));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_prepared(&self, txn_id: TxnId, slot: &Slot) -> Result<AckStatus> {
+        let prepared = {
+            let mut state = slot.state();
+            match std::mem::replace(&mut *state, State::Done) {
+                State::Prepared(p) => p,
+                other => {
+                    let name = other.name();
+                    *state = other;
+                    drop(state);
+                    if name == "finished" {
+                        return self.finished_commit(txn_id);
+                    }
+                    tracing::error!(%txn_id, state = name, "Commit for a transaction that is not prepared here");
+                    return Ok(AckStatus::NotPrepared);
+                }
+            }
+        };
+        let db = &self.inner.db;
+        let mut batch = WriteBatch::default();
+        let staged = self.apply_writes(&mut batch, &prepared.writes);
+        if let Err(e) = staged {
+            *slot.state() = State::Prepared(prepared);
+            return Err(e);
+        }
+        batch.delete_cf(cf(db, CF_PREPARED), txn_id.to_bytes());
+        batch.put_cf(
+            cf(db, CF_OUTCOMES),
+            txn_id.to_bytes(),
+            codec::encode_outcome(Recorded::Committed, now_unix_ms()),
+        );
+        if let Err(e) = self.write_durable(batch).await {
+            // Not known durable: stay prepared (locks held) so the retry applies it.
+            *slot.state() = State::Prepared(prepared);
+            return Err(e);
+        }
+        self.finish(txn_id, &prepared.locked);
+        self.inner.stats.committed.fetch_add(1, Ordering::Relaxed);
+        Ok(AckStatus::Applied)
+    }
+
+    fn finished_commit(&self, txn_id: TxnId) -> Result<AckStatus> {
+        match self.recorded(txn_id)? {
+            Some(Recorded::Committed) | Some(Recorded::ReadOnly) => Ok(AckStatus::AlreadyApplied),
+            Some(Recorded::Aborted) => {
+                tracing::error!(%txn_id, "Commit for a transaction aborted here: the coordinator's decision conflicts with this participant's record");
+                Ok(AckStatus::ConflictingOutcome)
+            }
+            None => {
+                tracing::error!(%txn_id, "Commit for a transaction never prepared here");
+                Ok(AckStatus::NotPrepared)
+            }
+        }
+    }
+
+    /// Prepare of a transaction with no slot (P5): an earlier answer if there is one, else NO.
+    fn prepare_unknown(&self, txn_id: TxnId) -> Result<Vote> {
+        Ok(match self.recorded(txn_id)? {
+            // A late duplicate of a Prepare whose transaction already committed here.
+            Some(Recorded::Committed) => Vote::Yes,
+            Some(Recorded::ReadOnly) => Vote::ReadOnly,
+            Some(Recorded::Aborted) => Vote::No {
+                reason: NoReason::AlreadyAborted,
+                message: "aborted here earlier".into(),
+            },
+            None => {
+                // Leave a tombstone so business calls arriving later are refused.
+                if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
+                    tracing::warn!(%txn_id, error = %e, "could not record a tombstone");
+                }
+                Vote::No {
+                    reason: NoReason::UnknownTxn,
+                    message: "no staged work here (never seen, or lost at a restart)".into(),
+                }
+            }
+        })
+    }
+
+    async fn prepare_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<Vote> {
+        let (writes, locked) = {
+            let mut state = slot.state();
+            match &*state {
+                State::Prepared(_) => return Ok(Vote::Yes),
+                State::Done => {
+                    drop(state);
+                    return self.prepare_unknown(txn_id);
+                }
+                State::Preparing => unreachable!("Preparing is only seen under the phase lock"),
+                State::Staged(_) => {}
+            }
+            let State::Staged(s) = std::mem::replace(&mut *state, State::Preparing) else {
+                unreachable!("matched Staged above");
+            };
+            let expired = s.started.elapsed() > self.inner.config.staged_timeout
+                || s.deadline_unix_ms.is_some_and(|d| d < now_unix_ms());
+            let refusal = match (&s.rejected, expired) {
+                (Some(why), _) => Some((NoReason::ValidationFailed, why.clone())),
+                (None, true) => Some((NoReason::StagedTimeout, "staged work timed out".to_owned())),
+                (None, false) => None,
+            };
+            if let Some((reason, message)) = refusal {
+                *state = State::Done;
+                drop(state);
+                if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
+                    tracing::warn!(%txn_id, error = %e, "could not record a tombstone");
+                }
+                self.finish(txn_id, &s.locked);
+                self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
+                return Ok(Vote::No { reason, message });
+            }
+            if s.writes.is_empty() {
+                // Read-only here: release the read locks now; no phase 2 (P9, C3).
+                *state = State::Done;
+                drop(state);
+                if let Err(e) = self.write_outcome(txn_id, Recorded::ReadOnly, None, false) {
+                    tracing::warn!(%txn_id, error = %e, "could not record a read-only vote");
+                }
+                self.finish(txn_id, &s.locked);
+                return Ok(Vote::ReadOnly);
+            }
+            (s.writes, s.locked)
+        };
+        let prepared_at_unix_ms = now_unix_ms();
+        let db = &self.inner.db;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            cf(db, CF_PREPARED),
+            txn_id.to_bytes(),
+            codec::encode_prepared(&writes, prepared_at_unix_ms),
+        );
+        if let Err(e) = self.write_durable(batch).await {
+            // Nothing is known durable: abort locally (safe before YES) and vote NO.
+            *slot.state() = State::Done;
+            let mut undo = WriteBatch::default();
+            undo.delete_cf(cf(db, CF_PREPARED), txn_id.to_bytes());
+            let _ = self.write_outcome(txn_id, Recorded::Aborted, Some(undo), false);
+            self.finish(txn_id, &locked);
+            return Err(e);
+        }
+        *slot.state() = State::Prepared(Prepared {
+            writes,
+            locked,
+            prepared_at_unix_ms,
+        });
+        self.inner.stats.prepared.fetch_add(1, Ordering::Relaxed);
+        Ok(Vote::Yes)
+    }
+
+    async fn one_phase_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<OnePhaseOutcome> {
+        enum Found {
+            Staged(Staged),
+            Prepared,
+            Done,
+        }
+        let found = {
+            let mut state = slot.state();
+            match std::mem::replace(&mut *state, State::Preparing) {
+                State::Staged(s) => Found::Staged(s),
+                other => {
+                    let found = match &other {
+                        State::Prepared(_) => Found::Prepared,
+                        _ => Found::Done,
+                    };
+                    *state = other;
+                    found
+                }
+            }
+        };
+        let staged = match found {
+            Found::Staged(s) => s,
+            Found::Done => return self.one_phase_unknown(txn_id),
+            Found::Prepared => {
+                return match self.commit_prepared(txn_id, slot).await? {
+                    AckStatus::Applied | AckStatus::AlreadyApplied => {
+                        Ok(OnePhaseOutcome::Committed)
+                    }
+                    other => Ok(OnePhaseOutcome::Unknown {
+                        message: format!("commit of the prepared transaction answered {other:?}"),
+                    }),
+                };
+            }
+        };
+        let expired = staged.started.elapsed() > self.inner.config.staged_timeout
+            || staged.deadline_unix_ms.is_some_and(|d| d < now_unix_ms());
+        let refusal = match (&staged.rejected, expired) {
+            (Some(why), _) => Some((NoReason::ValidationFailed, why.clone())),
+            (None, true) => Some((NoReason::StagedTimeout, "staged work timed out".to_owned())),
+            (None, false) => None,
+        };
+        let db = &self.inner.db;
+        let mut batch = WriteBatch::default();
+        let recorded = if refusal.is_some() {
+            Recorded::Aborted
+        } else {
+            if let Err(e) = self.apply_writes(&mut batch, &staged.writes) {
+                *slot.state() = State::Staged(staged);
+                return Err(e);
+            }
+            Recorded::Committed
+        };
+        batch.put_cf(
+            cf(db, CF_OUTCOMES),
+            txn_id.to_bytes(),
+            codec::encode_outcome(recorded, now_unix_ms()),
+        );
+        if let Err(e) = self.write_durable(batch).await {
+            *slot.state() = State::Staged(staged);
+            return Err(e);
+        }
+        *slot.state() = State::Done;
+        self.finish(txn_id, &staged.locked);
+        Ok(match refusal {
+            Some((reason, message)) => {
+                self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
+                OnePhaseOutcome::Aborted { reason, message }
+            }
+            None => {
+                self.inner.stats.committed.fetch_add(1, Ordering::Relaxed);
+                OnePhaseOutcome::Committed
+            }
+        })
+    }
+
+    fn one_phase_unknown(&self, txn_id: TxnId) -> Result<OnePhaseOutcome> {
+        Ok(match self.prepare_unknown(txn_id)? {
+            Vote::Yes | Vote::ReadOnly => OnePhaseOutcome::Committed,
+            Vote::No { reason, message } => OnePhaseOutcome::Aborted { reason, message },
+        })
+    }
+
+    /// Run `f` on a transaction's slot under its phase lock, or `none` if it has no slot.
+    async fn with_phase<T, F, Fut>(
+        &self,
+        txn_id: TxnId,
+        none: impl FnOnce() -> Result<T>,
+        f: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(Arc<Slot>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let Some(slot) = self.slot(txn_id) else {
+            return none();
+        };
+        let _phase = slot.phase.lock().await;
+        f(slot.clone()).await
+    }
+}
+
+impl Resource for RocksStore {
+    async fn prepare(&self, txn_id: TxnId) -> Result<Vote> {
+        self.with_phase(
+            txn_id,
+            || self.prepare_unknown(txn_id),
+            |slot| async move { self.prepare_slot(txn_id, &slot).await },
+        )
+        .await
+    }
+
+    async fn commit(&self, txn_id: TxnId) -> Result<AckStatus> {
+        self.with_phase(
+            txn_id,
+            || self.finished_commit(txn_id),
+            |slot| async move { self.commit_prepared(txn_id, &slot).await },
+        )
+        .await
+    }
+
+    async fn abort(&self, txn_id: TxnId) -> Result<AckStatus> {
+        match self.slot(txn_id) {
+            None => self.finished_abort(txn_id).await,
+            Some(slot) => {
+                let _phase = slot.phase.lock().await;
+                self.abort_slot(txn_id, &slot).await
+            }
+        }
+    }
+
+    async fn commit_one_phase(&self, txn_id: TxnId) -> Result<OnePhaseOutcome> {
+        self.with_phase(
+            txn_id,
+            || self.one_phase_unknown(txn_id),
+            |slot| async move { self.one_phase_slot(txn_id, &slot).await },
+        )
+        .await
+    }
+
+    async fn maintain(&self) {
+        let reaped = self.reap_expired();
+        if reaped > 0 {
+            tracing::debug!(reaped, "aborted staged transactions past their timeout");
+        }
+        let due = {
+            let mut last = self
+                .inner
+                .last_prune
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            match self.prune_outcomes() {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(dropped = n, "dropped outcomes past retention"),
+                Err(e) => tracing::warn!(error = %e, "pruning outcomes failed"),
+            }
+        }
+    }
+
+    async fn in_doubt(&self) -> Result<Vec<InDoubt>> {
+        let slots: Vec<(TxnId, Arc<Slot>)> = self
+            .slots()
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
+        let mut out: Vec<InDoubt> = slots
+            .into_iter()
+            .filter_map(|(txn_id, slot)| match &*slot.state() {
+                State::Prepared(p) => Some(InDoubt {
+                    txn_id,
+                    prepared_at_unix_ms: p.prepared_at_unix_ms,
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by_key(|d| d.txn_id);
+        Ok(out)
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .expect("every column family is created at open")
+}
+
+fn txn_from_key(key: &[u8]) -> Result<TxnId> {
+    let bytes: [u8; 16] = key.try_into().map_err(|_| Error::Corrupt {
+        what: "transaction key".into(),
+        why: format!("{} bytes, expected 16", key.len()),
+    })?;
+    TxnId::from_bytes(bytes).map_err(|e| Error::Corrupt {
+        what: "transaction key".into(),
+        why: e.to_string(),
+    })
+}
+
+/// A transaction's work at this participant: reads and writes under strict two-phase locking
+/// (P9). Get one from [`RocksStore::txn`]. Reads see the transaction's own writes; writes stay in
+/// memory until Prepare.
+#[derive(Clone)]
+pub struct Txn {
+    store: RocksStore,
+    txn_id: TxnId,
+    lock_wait: Option<Duration>,
+}
+
+impl Txn {
+    /// The transaction's id.
+    pub fn id(&self) -> TxnId {
+        self.txn_id
+    }
+
+    /// Wait up to `limit` for conflicting locks (wait-die: only an older transaction waits for
+    /// a younger one; a younger one gets `Conflict` at once). `None` fails fast.
+    pub fn with_lock_wait(mut self, limit: Option<Duration>) -> Self {
+        self.lock_wait = limit;
+        self
+    }
+
+    fn slot(&self) -> Result<Arc<Slot>> {
+        self.store
+            .slot(self.txn_id)
+            .ok_or_else(|| match self.store.recorded(self.txn_id) {
+                Ok(Some(Recorded::Committed)) => Error::TxnNotActive {
+                    txn_id: self.txn_id,
+                    state: "committed",
+                },
+                Ok(Some(Recorded::ReadOnly)) => Error::TxnNotActive {
+                    txn_id: self.txn_id,
+                    state: "prepared (read-only)",
+                },
+                Ok(_) => Error::TxnAborted {
+                    txn_id: self.txn_id,
+                    why: "it was aborted here (staged timeout, or the coordinator's decision)"
+                        .into(),
+                },
+                Err(e) => e,
+            })
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.store.inner.config.key_bytes_max;
+        if key.len() > max {
+            return Err(Error::LimitExceeded {
+                limit: "key_bytes_max",
+                max,
+                asked: key.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Take a lock and record it in the staged state; fails if the transaction stopped being
+    /// staged meanwhile (prepared, aborted), releasing the lock it just took.
+    async fn lock(&self, slot: &Slot, key: &[u8], mode: LockMode) -> Result<()> {
+        {
+            let state = slot.state();
+            if !matches!(&*state, State::Staged(_)) {
+                return Err(self.not_active(&state));
+            }
+        }
+        let locks = &self.store.inner.locks;
+        let newly = locks.held(self.txn_id, key).is_none_or(|m| m < mode);
+        locks
+            .acquire(self.txn_id, key, mode, self.lock_wait)
+            .await
+            .map_err(|c| Error::Conflict {
+                key: EscapedKey(c.key),
+                holder: c.holder,
+                waited: c.waited,
+                died: c.died,
+            })?;
+        let mut state = slot.state();
+        match &mut *state {
+            State::Staged(s) => {
+                s.locked.insert(key.to_vec());
+                Ok(())
+            }
+            other => {
+                if newly {
+                    locks.release(self.txn_id, [key]);
+                }
+                Err(self.not_active(other))
+            }
+        }
+    }
+
+    fn not_active(&self, state: &State) -> Error {
+        match state {
+            State::Done => Error::TxnAborted {
+                txn_id: self.txn_id,
+                why: "it finished or was aborted here".into(),
+            },
+            other => Error::TxnNotActive {
+                txn_id: self.txn_id,
+                state: other.name(),
+            },
+        }
+    }
+
+    /// Read `key` (shared lock): the transaction's own write if it made one, else the committed
+    /// value.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key).await?.map(|(_, v)| v))
+    }
+
+    /// Read `key` with its version (the number of commits that wrote it; 0 for the
+    /// transaction's own uncommitted write).
+    pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        self.check_key(key)?;
+        let slot = self.slot()?;
+        self.lock(&slot, key, LockMode::Shared).await?;
+        if let State::Staged(s) = &*slot.state()
+            && let Some(own) = s.writes.get(key)
+        {
+            return Ok(own.clone().map(|v| (0, v)));
+        }
+        self.store.read_committed(key)
+    }
+
+    /// Write `key` (exclusive lock); visible to this transaction at once, to others after
+    /// commit.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let max = self.store.inner.config.value_bytes_max;
+        if value.len() > max {
+            return Err(Error::LimitExceeded {
+                limit: "value_bytes_max",
+                max,
+                asked: value.len(),
+            });
+        }
+        self.write(key, Some(value.to_vec())).await
+    }
+
+    /// Delete `key` (exclusive lock).
+    pub async fn delete(&self, key: &[u8]) -> Result<()> {
+        self.write(key, None).await
+    }
+
+    async fn write(&self, key: &[u8], value: Option<Vec<u8>>) -> Result<()> {
+        self.check_key(key)?;
+        let slot = self.slot()?;
+        self.lock(&slot, key, LockMode::Exclusive).await?;
+        let config = &self.store.inner.config;
+        let mut state = slot.state();
+        let State::Staged(s) = &mut *state else {
+            return Err(self.not_active(&state));
+        };
+        let old = s
+            .writes
+            .get(key)
+            .map_or(0, |v| key.len() + v.as_ref().map_or(0, Vec::len));
+        let new = key.len() + value.as_ref().map_or(0, Vec::len);
+        let bytes = s.bytes - old + new;
+        if bytes > config.staged_bytes_per_txn_max {
+            return Err(Error::LimitExceeded {
+                limit: "staged_bytes_per_txn_max",
+                max: config.staged_bytes_per_txn_max,
+                asked: bytes,
+            });
+        }
+        if old == 0 && !s.writes.contains_key(key) && s.writes.len() >= config.keys_per_txn_max {
+            return Err(Error::LimitExceeded {
+                limit: "keys_per_txn_max",
+                max: config.keys_per_txn_max,
+                asked: s.writes.len() + 1,
+            });
+        }
+        s.bytes = bytes;
+        s.writes.insert(key.to_vec(), value);
+        Ok(())
+    }
+
+    /// Every key starting with `prefix`, with its value as this transaction sees it, in key
+    /// order, at most `limit` (capped by the store's `scan_rows_max`). Each returned key is
+    /// read-locked. Keys inserted by others after the scan are not (no phantom protection).
+    pub async fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let limit = limit.min(self.store.inner.config.scan_rows_max);
+        let slot = self.slot()?;
+        let db = &self.store.inner.db;
+        let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for item in db.iterator_cf(
+            cf(db, CF_DATA),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) || keys.len() >= limit {
+                break;
+            }
+            keys.insert(key.to_vec());
+        }
+        if let State::Staged(s) = &*slot.state() {
+            keys.extend(
+                s.writes
+                    .range(prefix.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        let mut out = Vec::new();
+        for key in keys {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(value) = self.get(&key).await? {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mark the transaction as refused by the service's own validation: this participant will
+    /// vote NO (`VALIDATION_FAILED`, with `why`) and the transaction will abort everywhere.
+    pub fn reject(&self, why: impl Into<String>) -> Result<()> {
+        let slot = self.slot()?;
+        let mut state = slot.state();
+        match &mut *state {
+            State::Staged(s) => {
+                s.rejected = Some(why.into());
+                Ok(())
+            }
+            other => Err(self.not_active(other)),
+        }
+    }
+}

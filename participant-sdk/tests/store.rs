@@ -1,0 +1,388 @@
+//! The RocksDB participant store, in process over real RocksDB directories. Each test names
+//! the rule of docs/protocol.md it checks.
+
+use std::time::Duration;
+
+use ratify_participant::testing::{RocksHarness, run_all};
+use ratify_participant::{Error, Resource, RocksStore, StoreConfig, TxnContext};
+use ratify_proto::types::participant::AckStatus;
+use ratify_proto::types::{NoReason, TxnId, Vote};
+
+fn open(dir: &std::path::Path) -> RocksStore {
+    RocksStore::open(dir, StoreConfig::default()).expect("store opens")
+}
+
+fn ctx(id: TxnId) -> TxnContext {
+    TxnContext::new(id)
+}
+
+/// Two ids, the first older (UUIDv7 order) than the second.
+fn older_younger() -> (TxnId, TxnId) {
+    let a = TxnId::new_v7();
+    let b = TxnId::new_v7();
+    assert!(a < b);
+    (a, b)
+}
+
+/// P2, P6, P7, P8, P5, C2, P3: the conformance suite that every custom store must pass.
+#[tokio::test]
+async fn rocks_store_passes_the_conformance_suite() {
+    let report = run_all(&RocksHarness).await;
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert_eq!(report.passed.len(), 6);
+}
+
+/// P9: shared locks coexist; a write conflicts with another's read or write and fails fast
+/// with `Conflict { key }`; reads see the transaction's own writes.
+#[tokio::test]
+async fn lock_semantics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (a, b) = older_younger();
+    let ta = store.txn(&ctx(a)).expect("begin a");
+    let tb = store.txn(&ctx(b)).expect("begin b");
+    assert_eq!(ta.get(b"x").await.expect("a reads"), None);
+    assert_eq!(tb.get(b"x").await.expect("b reads too: shared"), None);
+    match tb.put(b"x", b"1").await {
+        Err(Error::Conflict {
+            key, holder, died, ..
+        }) => {
+            assert_eq!(key.0, b"x".to_vec());
+            assert_eq!(holder, a);
+            assert!(!died, "no wait was asked: a plain conflict");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    ta.put(b"y", b"own").await.expect("a writes y");
+    assert_eq!(
+        ta.get(b"y").await.expect("read own write"),
+        Some(b"own".to_vec())
+    );
+    assert!(
+        matches!(tb.get(b"y").await, Err(Error::Conflict { .. })),
+        "b cannot read a's write lock"
+    );
+    // Upgrade: b also reads x, so a cannot write it yet.
+    assert!(
+        matches!(ta.put(b"x", b"2").await, Err(Error::Conflict { holder, .. }) if holder == b),
+        "no upgrade while another transaction reads"
+    );
+    assert_eq!(store.abort(b).await.expect("abort b"), AckStatus::Applied);
+    ta.put(b"x", b"2")
+        .await
+        .expect("sole reader: upgrade shared to exclusive");
+    assert_eq!(store.prepare(a).await.expect("prepare"), Vote::Yes);
+    assert_eq!(store.commit(a).await.expect("commit"), AckStatus::Applied);
+    assert_eq!(store.locked_keys(), 0, "every lock released");
+    assert_eq!(
+        store.read_committed(b"x").expect("read"),
+        Some((1, b"2".to_vec()))
+    );
+}
+
+/// P9 wait-die: an older transaction waits (bounded) for a younger holder; a younger one that
+/// would wait for an older holder dies at once. No deadlock is possible.
+#[tokio::test]
+async fn wait_die() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (old, young) = older_younger();
+    let wait = Some(Duration::from_secs(5));
+    let t_old = store.txn(&ctx(old)).expect("begin").with_lock_wait(wait);
+    let t_young = store.txn(&ctx(young)).expect("begin").with_lock_wait(wait);
+
+    // Young holds k; old waits for it and gets it when young finishes.
+    t_young.put(b"k", b"young").await.expect("young writes");
+    let waiter = {
+        let t_old = t_old.clone();
+        tokio::spawn(async move { t_old.put(b"k", b"old").await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "the older transaction waits");
+    assert_eq!(store.prepare(young).await.expect("prepare"), Vote::Yes);
+    assert_eq!(
+        store.commit(young).await.expect("commit"),
+        AckStatus::Applied
+    );
+    waiter
+        .await
+        .expect("joined")
+        .expect("old got the lock after young committed");
+
+    // Old holds k now; a younger transaction dies instead of waiting.
+    let (_, younger) = older_younger();
+    let t = store
+        .txn(&ctx(younger))
+        .expect("begin")
+        .with_lock_wait(wait);
+    let started = std::time::Instant::now();
+    match t.put(b"k", b"x").await {
+        Err(Error::Conflict {
+            died: true, holder, ..
+        }) => assert_eq!(holder, old),
+        other => panic!("expected wait-die to refuse, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "dying does not wait"
+    );
+}
+
+/// P9: waiting is bounded by the caller's limit.
+#[tokio::test]
+async fn lock_waits_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (old, young) = older_younger();
+    store
+        .txn(&ctx(young))
+        .expect("begin")
+        .put(b"k", b"v")
+        .await
+        .expect("young writes");
+    let t_old = store
+        .txn(&ctx(old))
+        .expect("begin")
+        .with_lock_wait(Some(Duration::from_millis(100)));
+    match t_old.put(b"k", b"w").await {
+        Err(Error::Conflict {
+            waited,
+            died: false,
+            ..
+        }) => assert!(waited >= Duration::from_millis(100)),
+        other => panic!("expected a timed-out wait, got {other:?}"),
+    }
+}
+
+/// P4: staged work older than the staged timeout is aborted locally: a later Prepare votes NO
+/// and the transaction's locks are free.
+#[tokio::test]
+async fn staged_timeout_aborts_locally() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StoreConfig {
+        staged_timeout: Duration::from_millis(50),
+        ..StoreConfig::default()
+    };
+    let store = RocksStore::open(dir.path(), config).expect("open");
+    let t = TxnId::new_v7();
+    store
+        .txn(&ctx(t))
+        .expect("begin")
+        .put(b"k", b"v")
+        .await
+        .expect("stage");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(matches!(
+        store.prepare(t).await.expect("prepare"),
+        Vote::No {
+            reason: NoReason::StagedTimeout,
+            ..
+        }
+    ));
+    assert_eq!(store.locked_keys(), 0);
+
+    // The reaper does the same without a Prepare, and the tombstone refuses late work (P5).
+    let u = TxnId::new_v7();
+    store
+        .txn(&ctx(u))
+        .expect("begin")
+        .put(b"k", b"v")
+        .await
+        .expect("stage");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(store.reap_expired(), 1);
+    assert_eq!(store.locked_keys(), 0);
+    assert!(matches!(store.txn(&ctx(u)), Err(Error::TxnAborted { .. })));
+    assert!(matches!(
+        store.prepare(u).await.expect("prepare"),
+        Vote::No {
+            reason: NoReason::AlreadyAborted,
+            ..
+        }
+    ));
+}
+
+/// P4: after a restart, a transaction that began before it is refused (its staged work here
+/// was in memory and is gone); one that begins after is accepted.
+#[tokio::test]
+async fn transactions_begun_before_a_restart_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = TxnId::new_v7();
+    {
+        let store = open(dir.path());
+        store
+            .txn(&ctx(before))
+            .expect("begin")
+            .put(b"k", b"v")
+            .await
+            .expect("stage");
+    }
+    let config = StoreConfig {
+        clock_skew_max: Duration::ZERO,
+        ..StoreConfig::default()
+    };
+    let store = RocksStore::open(dir.path(), config).expect("reopen");
+    assert!(matches!(
+        store.txn(&ctx(before)),
+        Err(Error::TxnAborted { .. })
+    ));
+    assert!(matches!(
+        store.prepare(before).await.expect("prepare"),
+        Vote::No {
+            reason: NoReason::UnknownTxn,
+            ..
+        }
+    ));
+    store
+        .txn(&ctx(TxnId::new_v7()))
+        .expect("a new transaction is fine");
+}
+
+/// P5 and P7: duplicate messages are idempotent; a finished transaction takes no more work.
+#[tokio::test]
+async fn duplicates_are_idempotent_and_finished_transactions_refuse_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let t = TxnId::new_v7();
+    store
+        .txn(&ctx(t))
+        .expect("begin")
+        .put(b"k", b"v")
+        .await
+        .expect("stage");
+    assert_eq!(store.prepare(t).await.expect("prepare"), Vote::Yes);
+    assert!(
+        matches!(store.txn(&ctx(t)), Err(Error::TxnNotActive { .. })),
+        "prepared: no more work"
+    );
+    for _ in 0..3 {
+        assert_eq!(store.prepare(t).await.expect("prepare again"), Vote::Yes);
+    }
+    assert_eq!(store.commit(t).await.expect("commit"), AckStatus::Applied);
+    for _ in 0..3 {
+        assert_eq!(
+            store.commit(t).await.expect("commit again"),
+            AckStatus::AlreadyApplied
+        );
+    }
+    assert_eq!(
+        store.read_committed(b"k").expect("read"),
+        Some((1, b"v".to_vec())),
+        "applied exactly once"
+    );
+    assert!(matches!(
+        store.txn(&ctx(t)),
+        Err(Error::TxnNotActive { .. })
+    ));
+    assert_eq!(
+        store
+            .stats()
+            .committed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+/// Limits are enforced with clear errors, and the operation did nothing.
+#[tokio::test]
+async fn limits_are_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StoreConfig {
+        key_bytes_max: 8,
+        value_bytes_max: 16,
+        keys_per_txn_max: 2,
+        staged_bytes_per_txn_max: 30,
+        concurrent_txns_max: 2,
+        ..StoreConfig::default()
+    };
+    let store = RocksStore::open(dir.path(), config).expect("open");
+    let t = store.txn(&ctx(TxnId::new_v7())).expect("begin");
+    let limit = |r: Result<(), Error>| match r {
+        Err(Error::LimitExceeded { limit, .. }) => limit,
+        other => panic!("expected a limit error, got {other:?}"),
+    };
+    assert_eq!(
+        limit(t.put(b"much-too-long-key", b"v").await),
+        "key_bytes_max"
+    );
+    assert_eq!(limit(t.put(b"k", &[0u8; 17]).await), "value_bytes_max");
+    t.put(b"k1", &[0u8; 16]).await.expect("fits");
+    assert_eq!(
+        limit(t.put(b"k2", &[0u8; 16]).await),
+        "staged_bytes_per_txn_max"
+    );
+    t.put(b"k2", b"small").await.expect("fits");
+    assert_eq!(limit(t.put(b"k3", b"v").await), "keys_per_txn_max");
+    t.put(b"k1", b"replaced")
+        .await
+        .expect("replacing a key adds no key");
+    store
+        .txn(&ctx(TxnId::new_v7()))
+        .expect("second transaction");
+    assert!(matches!(
+        store.txn(&ctx(TxnId::new_v7())),
+        Err(Error::LimitExceeded {
+            limit: "concurrent_txns_max",
+            ..
+        })
+    ));
+}
+
+/// Read-only participants vote READ_ONLY and release their read locks at prepare (P9, C3).
+#[tokio::test]
+async fn read_only_releases_locks_at_prepare() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let t = TxnId::new_v7();
+    store
+        .txn(&ctx(t))
+        .expect("begin")
+        .get(b"k")
+        .await
+        .expect("read");
+    assert_eq!(store.locked_keys(), 1);
+    assert_eq!(store.prepare(t).await.expect("prepare"), Vote::ReadOnly);
+    assert_eq!(store.locked_keys(), 0);
+}
+
+/// Group commit: concurrent transactions share fsyncs (fewer than one per operation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let n = 64;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = TxnId::new_v7();
+            let key = format!("k{i}");
+            store
+                .txn(&ctx(t))
+                .expect("begin")
+                .put(key.as_bytes(), b"v")
+                .await
+                .expect("stage");
+            assert_eq!(store.prepare(t).await.expect("prepare"), Vote::Yes);
+            assert_eq!(store.commit(t).await.expect("commit"), AckStatus::Applied);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let fsyncs = store
+        .stats()
+        .fsyncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        fsyncs <= 2 * n,
+        "at most one fsync per prepare and per commit: {fsyncs}"
+    );
+    assert_eq!(
+        store
+            .stats()
+            .committed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        n
+    );
+}

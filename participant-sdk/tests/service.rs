@@ -40,7 +40,7 @@ async fn serve() -> Served {
         tonic::transport::Server::builder()
             .add_service(participant.service())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async {
                     let _ = stopped.await;
                 },

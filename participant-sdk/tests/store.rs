@@ -128,6 +128,42 @@ async fn wait_die() {
     );
 }
 
+/// P9: anyone may wait for a PREPARED holder, whatever the ages: a prepared transaction waits
+/// for no lock, so no cycle can form. (The client's next transaction after a commit must not
+/// die on the keys phase 2 has not released yet.)
+#[tokio::test]
+async fn younger_transactions_wait_for_prepared_holders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (old, young) = older_younger();
+    store
+        .txn(&ctx(old))
+        .expect("begin")
+        .put(b"k", b"old")
+        .await
+        .expect("stage");
+    assert_eq!(store.prepare(old).await.expect("prepare"), Vote::Yes);
+    let t_young = store
+        .txn(&ctx(young))
+        .expect("begin")
+        .with_lock_wait(Some(Duration::from_secs(5)));
+    let waiter = tokio::spawn(async move { t_young.get(b"k").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the younger transaction waits instead of dying"
+    );
+    assert_eq!(store.commit(old).await.expect("commit"), AckStatus::Applied);
+    assert_eq!(
+        waiter
+            .await
+            .expect("joined")
+            .expect("read after the commit"),
+        Some(b"old".to_vec()),
+        "it reads the committed value"
+    );
+}
+
 /// P9: waiting is bounded by the caller's limit.
 #[tokio::test]
 async fn lock_waits_are_bounded() {

@@ -1174,4 +1174,5 @@ impl TryFrom<pbr::Command> for Command {
     }
 }
 
+#[cfg(feature = "raft")]
 pub(crate) use {at as field_at, required as required_field};

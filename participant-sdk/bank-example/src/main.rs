@@ -121,7 +121,8 @@ async fn main() -> Result<()> {
         .add_service(participant.service())
         .add_service(BankServer::new(Branch::new(store, lock_wait)))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // tonic's incoming stream sets TCP_NODELAY on accepted connections.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown_signal(),
         )
         .await?;

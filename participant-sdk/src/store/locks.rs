@@ -7,8 +7,15 @@
 //! "dies" (gets the conflict) instead. Since every wait goes from older to younger, no cycle of
 //! waits — no deadlock — can form. Age is the transaction id's order: ids are UUIDv7, so a
 //! smaller id is an older transaction (ties are impossible; ids are unique).
+//!
+//! One refinement: any transaction may wait (bounded) for a lock held by a PREPARED one,
+//! whatever their ages. A prepared transaction waits for no lock — it holds all it will ever
+//! hold and waits only for the coordinator's decision — so a wait for it cannot close a cycle.
+//! This matters right after a commit: the client has its answer, phase 2 is still on its way,
+//! and the client's next transaction on the same keys (younger, by construction) would
+//! otherwise die instead of waiting a moment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,15 +51,29 @@ struct KeyLock {
     notify: Arc<Notify>,
 }
 
+#[derive(Default)]
+struct Table {
+    keys: HashMap<Vec<u8>, KeyLock>,
+    /// Transactions prepared here: they wait for no lock, so anyone may wait for them.
+    prepared: HashSet<TxnId>,
+}
+
 /// Locks of every key in one store.
 #[derive(Default)]
 pub struct LockTable {
-    keys: Mutex<HashMap<Vec<u8>, KeyLock>>,
+    table: Mutex<Table>,
 }
 
 enum Attempt {
     Granted,
-    Blocked { holder: TxnId, notify: Arc<Notify> },
+    Blocked {
+        /// The oldest conflicting holder that is not prepared (the one wait-die compares
+        /// with), else the oldest conflicting holder.
+        holder: TxnId,
+        /// Wait-die allows waiting: every conflicting holder is younger, or prepared.
+        may_wait: bool,
+        notify: Arc<Notify>,
+    },
 }
 
 impl LockTable {
@@ -61,50 +82,60 @@ impl LockTable {
         Self::default()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, KeyLock>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic while holding this mutex leaves the table consistent (every update is a
         // single map operation), so a poisoned lock is still usable.
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Try once. On conflict, returns the oldest conflicting holder and registers as a waiter.
+    /// Try once. On conflict, registers as a waiter (if asked) and says whether wait-die
+    /// allows waiting.
     fn attempt(&self, txn: TxnId, key: &[u8], mode: LockMode, register_wait: bool) -> Attempt {
-        let mut table = self.table();
-        let entry = table.entry(key.to_vec()).or_default();
-        let conflicting = entry
+        let mut guard = self.table();
+        let Table { keys, prepared } = &mut *guard;
+        let entry = keys.entry(key.to_vec()).or_default();
+        let mut conflicting = entry
             .holders
             .iter()
             .filter(|(holder, held)| {
                 **holder != txn && (mode == LockMode::Exclusive || **held == LockMode::Exclusive)
             })
             .map(|(holder, _)| *holder)
-            .next();
-        match conflicting {
-            None => {
-                let held = entry.holders.entry(txn).or_insert(mode);
-                *held = (*held).max(mode);
-                Attempt::Granted
-            }
-            Some(holder) => {
-                if register_wait {
-                    entry.waiters += 1;
-                }
-                Attempt::Blocked {
-                    holder,
-                    notify: entry.notify.clone(),
-                }
-            }
+            .peekable();
+        let Some(&oldest) = conflicting.peek() else {
+            let held = entry.holders.entry(txn).or_insert(mode);
+            *held = (*held).max(mode);
+            return Attempt::Granted;
+        };
+        // Holders are in id (= age) order: the first active one is the oldest active one.
+        let oldest_active = conflicting.find(|h| !prepared.contains(h));
+        let (holder, may_wait) = match oldest_active {
+            Some(h) => (h, txn < h),
+            None => (oldest, true),
+        };
+        if register_wait {
+            entry.waiters += 1;
+        }
+        Attempt::Blocked {
+            holder,
+            may_wait,
+            notify: entry.notify.clone(),
         }
     }
 
     fn unregister_wait(&self, key: &[u8]) {
         let mut table = self.table();
-        if let Some(entry) = table.get_mut(key) {
+        if let Some(entry) = table.keys.get_mut(key) {
             entry.waiters = entry.waiters.saturating_sub(1);
             if entry.holders.is_empty() && entry.waiters == 0 {
-                table.remove(key);
+                table.keys.remove(key);
             }
         }
+    }
+
+    /// `txn` is now prepared: it will take no more locks, so others may wait for it.
+    pub fn mark_prepared(&self, txn: TxnId) {
+        self.table().prepared.insert(txn);
     }
 
     /// Acquire `mode` on `key` for `txn`. A held lock is kept (and a shared one upgraded when
@@ -133,21 +164,26 @@ impl LockTable {
         let deadline = started + limit;
         loop {
             // Registered as a waiter while blocked, so the key's entry (and its Notify) stays.
-            let (holder, notify) = match self.attempt(txn, key, mode, true) {
+            let notify = match self.attempt(txn, key, mode, true) {
                 Attempt::Granted => return Ok(()),
-                Attempt::Blocked { holder, notify } => (holder, notify),
-            };
-            // `holder` is the oldest conflicting holder (holders are ordered by id = age).
-            if txn > holder {
-                // Younger than a holder: die rather than wait.
-                self.unregister_wait(key);
-                return Err(LockConflict {
-                    key: key.to_vec(),
+                Attempt::Blocked {
                     holder,
-                    waited: started.elapsed(),
-                    died: true,
-                });
-            }
+                    may_wait,
+                    notify,
+                } => {
+                    if !may_wait {
+                        // Younger than an active holder: die rather than wait.
+                        self.unregister_wait(key);
+                        return Err(LockConflict {
+                            key: key.to_vec(),
+                            holder,
+                            waited: started.elapsed(),
+                            died: true,
+                        });
+                    }
+                    notify
+                }
+            };
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -199,27 +235,34 @@ impl LockTable {
     pub fn release<'a>(&self, txn: TxnId, keys: impl IntoIterator<Item = &'a [u8]>) {
         let mut table = self.table();
         for key in keys {
-            if let Some(entry) = table.get_mut(key) {
+            if let Some(entry) = table.keys.get_mut(key) {
                 if entry.holders.remove(&txn).is_some() {
                     entry.notify.notify_waiters();
                 }
                 if entry.holders.is_empty() && entry.waiters == 0 {
-                    table.remove(key);
+                    table.keys.remove(key);
                 }
             }
         }
     }
 
+    /// `txn` finished: release its locks on `keys` and forget it was prepared.
+    pub fn finish<'a>(&self, txn: TxnId, keys: impl IntoIterator<Item = &'a [u8]>) {
+        self.release(txn, keys);
+        self.table().prepared.remove(&txn);
+    }
+
     /// The mode `txn` holds on `key`, if any.
     pub fn held(&self, txn: TxnId, key: &[u8]) -> Option<LockMode> {
         self.table()
+            .keys
             .get(key)
             .and_then(|e| e.holders.get(&txn).copied())
     }
 
     /// Number of keys with a lock or a waiter (for metrics and leak tests).
     pub fn len(&self) -> usize {
-        self.table().len()
+        self.table().keys.len()
     }
 
     /// True when no key is locked.

@@ -604,7 +604,7 @@ impl RocksStore {
         self.slots().remove(&txn_id);
         self.inner
             .locks
-            .release(txn_id, locked.iter().map(Vec::as_slice));
+            .finish(txn_id, locked.iter().map(Vec::as_slice));
     }
 
     /// Write `batch` and wait for it to be durable (shared fsync).
@@ -863,6 +863,7 @@ impl RocksStore {
             locked,
             prepared_at_unix_ms,
         });
+        self.inner.locks.mark_prepared(txn_id);
         self.inner.stats.prepared.fetch_add(1, Ordering::Relaxed);
         Ok(Vote::Yes)
     }

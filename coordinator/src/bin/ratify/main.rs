@@ -1,5 +1,7 @@
 //! `ratify`: run a coordinator node, administer a cluster, or start a local one.
 
+mod config;
+mod demo;
 mod local;
 mod print;
 
@@ -47,13 +49,21 @@ enum Command {
     /// Start a local cluster of coordinator processes on loopback, show it working (and
     /// surviving the loss of its leader), then stop it (or keep it with --keep).
     Local(local::LocalArgs),
+    /// Ratify's main job on an embedded default: a local cluster and two example bank
+    /// branches, transfers under faults, and a check that every transfer was atomic.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Args)]
 struct CoordinatorArgs {
+    /// A TOML file with any of these settings (keys as the flags, with `_` for `-`: id,
+    /// listen, advertise, data, peers = ["1=http://..."], init, cluster_name, snapshot_every,
+    /// log_keep, port_file). Flags and RATIFY_* variables override it.
+    #[arg(long, env = "RATIFY_CONFIG")]
+    config: Option<PathBuf>,
     /// This node's id: non-zero, unique, never reused.
     #[arg(long = "id", env = "RATIFY_NODE_ID")]
-    node_id: u64,
+    node_id: Option<u64>,
     /// Address to serve gRPC on (all services share it).
     #[arg(long, env = "RATIFY_LISTEN", default_value = "127.0.0.1:7001")]
     listen: SocketAddr,
@@ -62,7 +72,7 @@ struct CoordinatorArgs {
     advertise: Option<Endpoint>,
     /// RocksDB data directory.
     #[arg(long = "data", env = "RATIFY_DATA")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     /// Initial members, ID=ENDPOINT, comma-separated (this node included); used with --init.
     #[arg(long, env = "RATIFY_PEERS", value_delimiter = ',')]
     peers: Vec<Peer>,
@@ -100,6 +110,8 @@ struct EndpointArgs {
 enum ClusterCommand {
     /// Show the cluster: leader, term, members, log positions (as the first endpoint sees it).
     Status(EndpointArgs),
+    /// List the registered participants.
+    Participants(EndpointArgs),
     /// Initialize a new cluster (once) with the given voters.
     Init {
         #[command(flatten)]
@@ -208,35 +220,31 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
     init_tracing();
     match cli.command {
-        Command::Coordinator(args) => coordinator(args).await,
+        Command::Coordinator(args) => {
+            let sub = matches
+                .subcommand_matches("coordinator")
+                .expect("clap parsed the coordinator subcommand");
+            coordinator(config::merge(args, sub)?).await
+        }
         Command::Cluster { command } => cluster(command).await,
         Command::Txn { command } => txn(command).await,
         Command::Local(args) => local::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }
 
-async fn coordinator(args: CoordinatorArgs) -> Result<()> {
-    let config = NodeConfig {
-        node_id: args.node_id,
-        listen: args.listen,
-        advertise: args.advertise,
-        data_dir: args.data_dir,
-        peers: args.peers,
-        init: args.init,
-        cluster_name: args.cluster_name,
-        snapshot_every: args.snapshot_every,
-        log_keep: args.log_keep,
-    };
+async fn coordinator((config, port_file): (NodeConfig, Option<PathBuf>)) -> Result<()> {
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
     let node = Node::start(config, listener).await?;
-    if let Some(path) = args.port_file {
+    if let Some(path) = port_file {
         // Written atomically, after the server is up.
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, format!("{bound}\n"))
@@ -261,6 +269,14 @@ async fn cluster(command: ClusterCommand) -> Result<()> {
             };
             let status = cluster_status(first).await?;
             print::cluster_status(&status);
+        }
+        ClusterCommand::Participants(e) => {
+            let reply = AdminClient::new(e.endpoints)
+                .call_leader(|mut c| async move {
+                    c.list_participants(pbco::ListParticipantsRequest {}).await
+                })
+                .await?;
+            print::participants(&ratify_proto::convert::participant_infos_from_wire(reply)?);
         }
         ClusterCommand::Init { endpoint, members } => {
             let req: pbco::InitClusterRequest = InitClusterRequest {

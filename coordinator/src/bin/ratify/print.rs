@@ -1,6 +1,6 @@
 //! Human-readable output for the CLI.
 
-use ratify_proto::types::admin::{ClusterStatus, ListTxnsResponse, MemberRole};
+use ratify_proto::types::admin::{ClusterStatus, ListTxnsResponse, MemberRole, ParticipantInfo};
 use ratify_proto::types::coordinator::StatusResponse;
 use ratify_proto::types::{FinalDecision, Outcome, TxnId};
 
@@ -118,5 +118,22 @@ pub fn txn_status(txn_id: TxnId, s: &StatusResponse) {
     if !s.pending_participants.is_empty() {
         let p: Vec<&str> = s.pending_participants.iter().map(|p| p.as_str()).collect();
         println!("phase 2 pending at: {}", p.join(", "));
+    }
+}
+
+pub fn participants(list: &[ParticipantInfo]) {
+    if list.is_empty() {
+        println!("no participants registered");
+        return;
+    }
+    println!(
+        "{:<24} {:<32} registered at (unix ms)",
+        "participant", "endpoint"
+    );
+    for p in list {
+        println!(
+            "{:<24} {:<32} {}",
+            p.participant, p.endpoint, p.registered_at_unix_ms
+        );
     }
 }

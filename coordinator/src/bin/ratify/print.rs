@@ -63,7 +63,7 @@ pub fn nodes(rows: &[(u64, Option<u32>, Result<ClusterStatus, String>)]) {
 
 pub fn txns(r: &ListTxnsResponse) {
     if r.txns.is_empty() {
-        println!("no decided or completed transactions");
+        println!("no transactions listed");
         return;
     }
     println!(

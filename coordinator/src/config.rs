@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Keep this many entries in the log behind a snapshot (then purge).
     pub log_keep: u64,
+    /// Serve Prometheus metrics here (`GET /metrics`), if set.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {

@@ -9,6 +9,7 @@
 //!   transport's client side.
 //! - [`server`]: thin tonic adapters (Raft transport, admin API, health, reflection).
 //! - [`node`]: storage + Raft + server, started together, stopped gracefully.
+//! - [`metrics`]: Prometheus metrics on an HTTP port.
 //! - [`admin_client`]: finds the leader and calls the admin API (used by the CLI).
 //! - [`local_cluster`]: real coordinator processes on loopback, for the quick start and tests.
 //!
@@ -20,6 +21,7 @@ pub mod admin_client;
 pub mod config;
 pub mod limits;
 pub mod local_cluster;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod server;

@@ -118,6 +118,14 @@ impl ServiceProcess {
         self.endpoint.as_ref()
     }
 
+    /// A `KEY VALUE` line its port file carries after the address (e.g. `metrics`).
+    pub fn port_file_entry(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.port_file).ok()?;
+        text.lines()
+            .skip(1)
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_owned))
+    }
+
     /// Its OS process id while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)

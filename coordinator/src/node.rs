@@ -60,9 +60,12 @@ pub struct Node {
     pub view: StateView,
     /// The address the server listens on.
     pub local_addr: SocketAddr,
+    /// The address metrics are served on, if they are.
+    pub metrics_addr: Option<SocketAddr>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: oneshot::Sender<()>,
     stop_runtime: watch::Sender<bool>,
+    metrics_task: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -108,14 +111,31 @@ impl Node {
             },
             ..RuntimeConfig::default()
         };
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let txn = runtime::spawn(
             config.node_id,
             raft.clone(),
             view.clone(),
             participants.clone(),
             runtime_config,
+            metrics.clone(),
             runtime_stopped,
         );
+        let mut metrics_addr = None;
+        let metrics_task = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.map_err(NodeError::Listen)?;
+                let bound = listener.local_addr().map_err(NodeError::Listen)?;
+                metrics_addr = Some(bound);
+                tracing::info!(%bound, "serving metrics on GET /metrics");
+                let (metrics, raft, view, node_id) =
+                    (metrics.clone(), raft.clone(), view.clone(), config.node_id);
+                let render: Arc<dyn Fn() -> String + Send + Sync> =
+                    Arc::new(move || metrics.render(node_id, &raft, &view, server::now_unix_ms()));
+                Some(tokio::spawn(crate::metrics::serve(listener, render)))
+            }
+        };
         let (stop_server, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(server::serve(
             listener,
@@ -126,6 +146,7 @@ impl Node {
                 db,
                 txn,
                 participants,
+                metrics,
             },
             async move {
                 let _ = stopped.await;
@@ -162,9 +183,11 @@ impl Node {
             raft,
             view,
             local_addr,
+            metrics_addr,
             server,
             stop_server,
             stop_runtime,
+            metrics_task,
         })
     }
 
@@ -177,6 +200,7 @@ impl Node {
             server,
             stop_server,
             stop_runtime,
+            metrics_task,
             ..
         } = self;
         let mut server = server;
@@ -204,6 +228,9 @@ impl Node {
             }
         };
         let _ = stop_runtime.send(true);
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(node_id, error = %e, "raft did not shut down cleanly");
         }

@@ -216,3 +216,53 @@ async fn a_lagging_node_catches_up_by_snapshot() {
     }
     cluster.stop_all().await;
 }
+
+/// DESIGN §7 observability: a node started with `--metrics-listen` serves Prometheus text on
+/// GET /metrics, and it reflects the cluster (leadership, a recorded outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_serve_prometheus_metrics() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = test_dir("metrics");
+    let args = ["--metrics-listen", "127.0.0.1:0"]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let mut cluster = LocalCluster::start_with(&ratify_bin(), dir.path(), 3, args, vec![])
+        .await
+        .expect("start");
+    let status = cluster.wait_for_leader(STEP, None).await.expect("leader");
+    let leader = status.leader.as_ref().expect("leader").node_id;
+    force(&cluster, TxnId::new_v7(), Decision::Commit).await;
+    let addr = cluster
+        .node(leader)
+        .expect("node")
+        .port_file_entry("metrics")
+        .expect("the port file names the metrics address");
+    let scrape = || async {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: ratify\r\n\r\n")
+            .await
+            .expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.expect("read");
+        text
+    };
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let text = scrape().await;
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        if text.contains("\nratify_raft_is_leader 1\n")
+            && text.contains("\nratify_outcomes_retained 1\n")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never showed the leader's state:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.stop_all().await;
+}

@@ -447,3 +447,69 @@ async fn bad_commit_requests_get_invalid_argument() {
     assert_eq!(status.phase, TxnPhase::Undecided, "nothing was decided");
     d.stop().await;
 }
+
+/// C4, C6: an operator's ForceResolve is first-wins and its phase 2 is delivered: the
+/// participant's staged work is discarded (its lock released), and a later, different forced
+/// decision changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_force_resolve_is_delivered() {
+    let d = Deployment::start("force", &["eu"], vec![], vec![]).await;
+    d.open_account("eu", "alice", 100).await;
+    let txn = d.client.begin();
+    let id = txn.id();
+    d.bank("eu")
+        .withdraw(txn.request(
+            &pid("eu"),
+            ratify_proto::pb::bank::AmountRequest {
+                account: "alice".into(),
+                amount: 40,
+            },
+        ))
+        .await
+        .expect("staged withdrawal");
+    let force = |decision: ratify_proto::pb::common::Decision| {
+        let req = pbco::ForceResolveRequest {
+            txn_id: id.to_string(),
+            decision: decision as i32,
+            participants: vec!["eu".into()],
+            reason: "test".into(),
+        };
+        let admin = d.cluster.admin();
+        async move {
+            admin
+                .call_leader(|mut c| {
+                    let req = req.clone();
+                    async move { c.force_resolve(req).await }
+                })
+                .await
+                .expect("force resolve")
+        }
+    };
+    let first = force(ratify_proto::pb::common::Decision::Abort).await;
+    assert!(first.changed);
+    assert!(
+        matches!(d.wait_completed(id).await, Outcome::Aborted(_)),
+        "delivered to eu"
+    );
+    let second = force(ratify_proto::pb::common::Decision::Commit).await;
+    assert!(!second.changed, "first-wins");
+    assert_eq!(
+        second.decision,
+        ratify_proto::pb::common::Decision::Abort as i32
+    );
+    // The lock is free and nothing was applied.
+    let txn = d.client.begin();
+    d.bank("eu")
+        .deposit(txn.request(
+            &pid("eu"),
+            ratify_proto::pb::bank::AmountRequest {
+                account: "alice".into(),
+                amount: 1,
+            },
+        ))
+        .await
+        .expect("the account is not locked any more");
+    assert_eq!(txn.commit().await.expect("commit"), Outcome::Committed);
+    assert_eq!(d.balance("eu", "alice").await, 101);
+    d.stop().await;
+}

@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ClientWriteFailure, not_leader, now_unix_ms, with_timeout};
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::raft::Raft;
 use crate::raft::state_machine::StateView;
 use crate::txn::driver::{Answer, Input};
@@ -43,6 +44,7 @@ pub struct CoordinatorService {
     txn: TxnHandle,
     participants: Arc<Participants>,
     channels: Mutex<HashMap<String, Channel>>,
+    metrics: Arc<Metrics>,
 }
 
 impl CoordinatorService {
@@ -53,6 +55,7 @@ impl CoordinatorService {
         view: StateView,
         txn: TxnHandle,
         participants: Arc<Participants>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             node_id,
@@ -61,6 +64,7 @@ impl CoordinatorService {
             txn,
             participants,
             channels: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -258,18 +262,11 @@ impl CoordinatorService {
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
-}
-
-fn commit_response(outcome: Outcome) -> Response<pbco::CommitResponse> {
-    Response::new(CommitResponse { outcome }.into())
-}
-
-#[tonic::async_trait]
-impl Coordinator for CoordinatorService {
-    async fn commit(
+    /// Commit, answered here (`true`) or by the leader it was forwarded to (`false`).
+    async fn commit_here(
         &self,
         request: Request<pbco::CommitRequest>,
-    ) -> Result<Response<pbco::CommitResponse>, Status> {
+    ) -> Result<(bool, Response<pbco::CommitResponse>), Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let wire = request.into_inner();
         let req = CommitRequest::try_from(wire.clone())?;
@@ -277,11 +274,12 @@ impl Coordinator for CoordinatorService {
         if !self.is_leader() {
             return self
                 .forward(forwarded, wire, |mut c, r| async move { c.commit(r).await })
-                .await;
+                .await
+                .map(|r| (false, r));
         }
         self.check_registered(&req.participants)?;
         if let Some((_, decision, _, _)) = self.recorded(&req.txn_id) {
-            return Ok(commit_response(decision.outcome()));
+            return Ok((true, commit_response(decision.outcome())));
         }
         let now = now_unix_ms();
         let deadline = req
@@ -316,9 +314,32 @@ impl Coordinator for CoordinatorService {
                 }
             }
         };
-        Ok(commit_response(outcome))
+        Ok((true, commit_response(outcome)))
     }
+}
 
+fn commit_response(outcome: Outcome) -> Response<pbco::CommitResponse> {
+    Response::new(CommitResponse { outcome }.into())
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn commit(
+        &self,
+        request: Request<pbco::CommitRequest>,
+    ) -> Result<Response<pbco::CommitResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = self.commit_here(request).await;
+        match &result {
+            Ok((true, r)) => match CommitResponse::try_from(r.get_ref().clone()) {
+                Ok(c) => self.metrics.commit_answered(&c.outcome, started.elapsed()),
+                Err(_) => self.metrics.commit_refused(),
+            },
+            Ok((false, _)) => {} // Forwarded: the leader counts it.
+            Err(_) => self.metrics.commit_refused(),
+        }
+        result.map(|(_, r)| r)
+    }
     async fn abort(
         &self,
         request: Request<pbco::AbortRequest>,
@@ -394,6 +415,7 @@ impl Coordinator for CoordinatorService {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let wire = request.into_inner();
         let req = ResolveRequest::try_from(wire.clone())?;
+        self.metrics.resolve();
         if !self.is_leader() {
             return self
                 .forward(

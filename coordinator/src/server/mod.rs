@@ -113,6 +113,8 @@ pub struct Services {
     pub txn: TxnHandle,
     /// Channels to participants.
     pub participants: Arc<Participants>,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Serve every coordinator gRPC service on `listener` until `shutdown` completes: the client
@@ -129,6 +131,7 @@ pub async fn serve(
         db,
         txn,
         participants,
+        metrics,
     } = services;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -154,6 +157,7 @@ pub async fn serve(
         view.clone(),
         txn.clone(),
         participants,
+        metrics,
     ))
     .max_decoding_message_size(limits::API_MESSAGE_BYTES_MAX);
     let admin_service = AdminServer::new(admin::AdminService::new(node_id, raft, view, db, txn))

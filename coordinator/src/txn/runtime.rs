@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 use super::driver::{Action, Answer, Driver, DriverConfig, Input, PendingPhase2, ReplyId};
 use super::failpoints;
+use crate::metrics::Metrics;
 use crate::raft::Raft;
 use crate::raft::state_machine::StateView;
 use crate::server::now_unix_ms;
@@ -175,6 +176,7 @@ pub fn spawn(
     view: StateView,
     participants: Arc<Participants>,
     config: RuntimeConfig,
+    metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> TxnHandle {
     let (tx, rx) = mpsc::channel(config.events_queue_max);
@@ -200,6 +202,7 @@ pub fn spawn(
         jobs_tx,
         jobs_backlog: VecDeque::new(),
         last_compact: tokio::time::Instant::now(),
+        metrics,
     };
     tokio::spawn(runtime.run(rx, shutdown));
     TxnHandle { tx }
@@ -221,6 +224,7 @@ struct Runtime {
     /// Jobs the proposer could not take yet (the runtime never waits for it).
     jobs_backlog: VecDeque<Job>,
     last_compact: tokio::time::Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
@@ -343,6 +347,11 @@ impl Runtime {
         for input in inputs {
             match &input {
                 Input::Decided { .. } => decided = true,
+                Input::Votes { votes, .. } => {
+                    for (_, vote) in votes {
+                        self.metrics.vote(vote);
+                    }
+                }
                 Input::Acks { participant, acks } => {
                     for (txn_id, status) in acks {
                         if matches!(
@@ -358,6 +367,8 @@ impl Runtime {
             }
             actions.extend(self.driver.step(now, input));
         }
+        self.metrics
+            .driver_load(self.driver.deciding_len(), self.driver.phase2_backlog());
         self.execute(actions, decided);
     }
 

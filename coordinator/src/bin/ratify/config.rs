@@ -27,6 +27,7 @@ struct FileConfig {
     snapshot_every: Option<u64>,
     log_keep: Option<u64>,
     port_file: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Given explicitly (flag or environment), as opposed to a clap default or absent.
@@ -103,6 +104,7 @@ pub fn merge(args: CoordinatorArgs, m: &ArgMatches) -> Result<(NodeConfig, Optio
         file.log_keep.unwrap_or(args.log_keep)
     };
     let port_file = args.port_file.or(file.port_file);
+    let metrics_listen = args.metrics_listen.or(file.metrics_listen);
     Ok((
         NodeConfig {
             node_id,
@@ -114,6 +116,7 @@ pub fn merge(args: CoordinatorArgs, m: &ArgMatches) -> Result<(NodeConfig, Optio
             cluster_name,
             snapshot_every,
             log_keep,
+            metrics_listen,
         },
         port_file,
     ))

@@ -92,6 +92,9 @@ struct CoordinatorArgs {
     /// this distance catch up from the log, the others by snapshot).
     #[arg(long, env = "RATIFY_LOG_KEEP", default_value_t = ratify_coordinator::limits::LOG_ENTRIES_KEPT_AFTER_SNAPSHOT)]
     log_keep: u64,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "RATIFY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Args, Clone)]
@@ -247,7 +250,12 @@ async fn coordinator((config, port_file): (NodeConfig, Option<PathBuf>)) -> Resu
     if let Some(path) = port_file {
         // Written atomically, after the server is up.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{bound}\n"))
+        // First line: the gRPC address; then `metrics ADDR` when metrics are served.
+        let mut text = format!("{bound}\n");
+        if let Some(m) = node.metrics_addr {
+            text.push_str(&format!("metrics {m}\n"));
+        }
+        std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .with_context(|| format!("cannot write port file {}", path.display()))?;
     }

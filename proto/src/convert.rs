@@ -704,6 +704,7 @@ impl From<ClusterStatus> for pbco::ClusterStatusResponse {
             committed_index: v.committed_index,
             last_applied_index: v.last_applied_index,
             snapshot_index: v.snapshot_index,
+            purged_index: v.purged_index,
         }
     }
 }
@@ -727,6 +728,7 @@ impl TryFrom<pbco::ClusterStatusResponse> for ClusterStatus {
             committed_index: v.committed_index,
             last_applied_index: v.last_applied_index,
             snapshot_index: v.snapshot_index,
+            purged_index: v.purged_index,
         })
     }
 }

@@ -727,6 +727,8 @@ pub mod admin {
         pub last_applied_index: u64,
         /// Last index in this node's snapshot.
         pub snapshot_index: u64,
+        /// Last index purged from this node's log.
+        pub purged_index: u64,
     }
 
     /// Initialize a cluster.

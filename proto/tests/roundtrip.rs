@@ -267,6 +267,7 @@ fn admin_api(c: &mut Coverage) {
             committed_index: 99,
             last_applied_index: 98,
             snapshot_index: 50,
+            purged_index: 40,
         });
     }
     c.rt::<_, pbco::InitClusterRequest>(InitClusterRequest {

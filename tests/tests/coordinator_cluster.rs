@@ -181,6 +181,7 @@ async fn a_lagging_node_catches_up_by_snapshot() {
         let status = cluster.wait_for_leader(STEP, None).await?;
         let leader = status.leader.as_ref().expect("leader").node_id;
         let lagging = (1..=3).find(|n| *n != leader).expect("a follower");
+        let lagging_last = cluster.status_of(lagging).await?.last_log_index;
         cluster.stop(lagging).await?;
         let mut txns = Vec::new();
         for _ in 0..40 {
@@ -188,7 +189,20 @@ async fn a_lagging_node_catches_up_by_snapshot() {
             force(&cluster, t, Decision::Abort).await;
             txns.push(t);
         }
-        let leader_status = cluster.status_of(leader).await?;
+        // Snapshots and purges run in the background: wait until the leader no longer has
+        // the entries the lagging node needs, so only a snapshot can bring it up to date.
+        let deadline = std::time::Instant::now() + STEP;
+        let leader_status = loop {
+            let s = cluster.status_of(leader).await?;
+            if s.purged_index > lagging_last {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the leader did not purge past index {lagging_last}: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(
             leader_status.snapshot_index > 0,
             "the leader snapshotted: {leader_status:?}"

@@ -65,12 +65,15 @@ async fn a_no_vote_aborts_everywhere() {
     );
     // Bob's lock at us was released by phase 2: a new transfer goes through.
     let txn = d.client.begin();
+    let id = txn.id();
     assert!(
         d.stage_transfer(&txn, ("eu", "alice"), ("us", "bob"), 10)
             .await
             .is_empty()
     );
     assert_eq!(txn.commit().await.expect("commit"), Outcome::Committed);
+    // The client is answered before phase 2: committed reads see it once it completes.
+    assert_eq!(d.wait_completed(id).await, Outcome::Committed);
     assert_eq!(
         (d.balance("eu", "alice").await, d.balance("us", "bob").await),
         (90, 10)

@@ -51,7 +51,6 @@ pub fn raft_config(
         snapshot_max_chunk_size: limits::SNAPSHOT_CHUNK_BYTES,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: log_keep,
-        purge_batch_size: 256,
         ..Default::default()
     }
     .validate()

@@ -109,6 +109,7 @@ pub fn cluster_status(node_id: u64, raft: &Raft, db: &Db) -> ClusterStatus {
         committed_index: committed_index.max(m.last_applied.map_or(0, |l| l.index)),
         last_applied_index: m.last_applied.map_or(0, |l| l.index),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        purged_index: m.purged.map_or(0, |l| l.index),
     }
 }
 

@@ -18,8 +18,8 @@ pub fn cluster_status(s: &ClusterStatus) {
     }
     println!("asked:  node {}", s.node_id);
     println!(
-        "log:    last {}, committed {}, applied {}, snapshot {}",
-        s.last_log_index, s.committed_index, s.last_applied_index, s.snapshot_index
+        "log:    last {}, committed {}, applied {}, snapshot {}, purged {}",
+        s.last_log_index, s.committed_index, s.last_applied_index, s.snapshot_index, s.purged_index
     );
     println!("{:<6} {:<8} endpoint", "node", "role");
     for m in &s.members {

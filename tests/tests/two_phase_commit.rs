@@ -16,12 +16,24 @@ fn env(pairs: &[(&str, String)]) -> Env {
         .collect()
 }
 
+/// Branch `eu` with alice (100) and branch `us` with bob (0), opened by one-phase transactions
+/// (no 2PC failpoint is on that path).
+async fn alice_and_bob(name: &str, coordinator_env: Env, bank_env: Env) -> Deployment {
+    let d = Deployment::start(name, &["eu", "us"], coordinator_env, bank_env).await;
+    d.open_account("eu", "alice", 100).await;
+    d.open_account("us", "bob", 0).await;
+    d
+}
+
+/// Alice's and Bob's committed balances.
+async fn balances(d: &Deployment) -> (i64, i64) {
+    (d.balance("eu", "alice").await, d.balance("us", "bob").await)
+}
+
 /// C3–C7: a transfer across two branches commits on both; phase 2 is acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_across_two_participants() {
-    let d = Deployment::start("commit", &["eu", "us"], vec![], vec![]).await;
-    d.open_account("eu", "alice", 100).await;
-    d.open_account("us", "bob", 0).await;
+    let d = alice_and_bob("commit", vec![], vec![]).await;
     let txn = d.client.begin();
     let id = txn.id();
     assert!(
@@ -31,10 +43,7 @@ async fn commit_across_two_participants() {
     );
     assert_eq!(txn.commit().await.expect("commit"), Outcome::Committed);
     assert_eq!(d.wait_completed(id).await, Outcome::Committed);
-    assert_eq!(
-        (d.balance("eu", "alice").await, d.balance("us", "bob").await),
-        (70, 30)
-    );
+    assert_eq!(balances(&d).await, (70, 30));
     d.stop().await;
 }
 
@@ -42,9 +51,7 @@ async fn commit_across_two_participants() {
 /// other participant's staged deposit is discarded and its lock released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_vote_aborts_everywhere() {
-    let d = Deployment::start("no-vote", &["eu", "us"], vec![], vec![]).await;
-    d.open_account("eu", "alice", 100).await;
-    d.open_account("us", "bob", 0).await;
+    let d = alice_and_bob("no-vote", vec![], vec![]).await;
     let txn = d.client.begin();
     let errors = d
         .stage_transfer(&txn, ("eu", "alice"), ("us", "bob"), 1_000)
@@ -59,10 +66,7 @@ async fn a_no_vote_aborts_everywhere() {
         }
         other => panic!("expected an abort, got {other:?}"),
     }
-    assert_eq!(
-        (d.balance("eu", "alice").await, d.balance("us", "bob").await),
-        (100, 0)
-    );
+    assert_eq!(balances(&d).await, (100, 0));
     // Bob's lock at us was released by phase 2: a new transfer goes through.
     let txn = d.client.begin();
     let id = txn.id();
@@ -74,10 +78,7 @@ async fn a_no_vote_aborts_everywhere() {
     assert_eq!(txn.commit().await.expect("commit"), Outcome::Committed);
     // The client is answered before phase 2: committed reads see it once it completes.
     assert_eq!(d.wait_completed(id).await, Outcome::Committed);
-    assert_eq!(
-        (d.balance("eu", "alice").await, d.balance("us", "bob").await),
-        (90, 10)
-    );
+    assert_eq!(balances(&d).await, (90, 10));
     d.stop().await;
 }
 
@@ -85,9 +86,7 @@ async fn a_no_vote_aborts_everywhere() {
 /// be reached discards its work; the unreachable one gets the ABORT once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_participant_aborts() {
-    let mut d = Deployment::start("unreachable", &["eu", "us"], vec![], vec![]).await;
-    d.open_account("eu", "alice", 100).await;
-    d.open_account("us", "bob", 0).await;
+    let mut d = alice_and_bob("unreachable", vec![], vec![]).await;
     let txn = d.client.begin();
     let id = txn.id();
     assert!(
@@ -119,10 +118,7 @@ async fn an_unreachable_participant_aborts() {
         .await
         .expect("restart us");
     assert!(matches!(d.wait_completed(id).await, Outcome::Aborted(_)));
-    assert_eq!(
-        (d.balance("eu", "alice").await, d.balance("us", "bob").await),
-        (100, 0)
-    );
+    assert_eq!(balances(&d).await, (100, 0));
     d.stop().await;
 }
 
@@ -238,16 +234,7 @@ async fn leader_crash_at(failpoint: &str) {
             marker_dir.path().display().to_string(),
         ),
     ]);
-    let mut d = Deployment::start(
-        &format!("crash-{failpoint}"),
-        &["eu", "us"],
-        coordinator_env,
-        vec![],
-    )
-    .await;
-    // One-phase transactions: no failpoint on this path.
-    d.open_account("eu", "alice", 100).await;
-    d.open_account("us", "bob", 0).await;
+    let mut d = alice_and_bob(&format!("crash-{failpoint}"), coordinator_env, vec![]).await;
     d.cluster
         .wait_for_leader(SETTLE, None)
         .await
@@ -290,7 +277,7 @@ async fn leader_crash_at(failpoint: &str) {
         (Outcome::Aborted(_), Outcome::Aborted(_)) => {}
         _ => panic!("the client was told {told:?} but the outcome is {final_outcome:?}"),
     }
-    let balances = (d.balance("eu", "alice").await, d.balance("us", "bob").await);
+    let balances = balances(&d).await;
     let expected = match final_outcome {
         Outcome::Committed => (90, 10),
         _ => (100, 0),
@@ -343,9 +330,7 @@ async fn participant_killed_after_yes_recovers_and_applies_the_decision() {
             marker_dir.path().display().to_string(),
         ),
     ]);
-    let mut d = Deployment::start("participant-crash", &["eu", "us"], vec![], bank_env).await;
-    d.open_account("eu", "alice", 100).await;
-    d.open_account("us", "bob", 0).await;
+    let mut d = alice_and_bob("participant-crash", vec![], bank_env).await;
     let txn = d.client.begin();
     let id = txn.id();
     assert!(
@@ -374,10 +359,7 @@ async fn participant_killed_after_yes_recovers_and_applies_the_decision() {
         .await
         .expect("restart");
     assert_eq!(d.wait_completed(id).await, Outcome::Committed);
-    assert_eq!(
-        (d.balance("eu", "alice").await, d.balance("us", "bob").await),
-        (90, 10)
-    );
+    assert_eq!(balances(&d).await, (90, 10));
     d.stop().await;
 }
 

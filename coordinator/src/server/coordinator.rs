@@ -262,24 +262,25 @@ impl CoordinatorService {
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
-    /// Commit, answered here (`true`) or by the leader it was forwarded to (`false`).
-    async fn commit_here(
-        &self,
-        request: Request<pbco::CommitRequest>,
-    ) -> Result<(bool, Response<pbco::CommitResponse>), Status> {
+    /// Commit: answered here, or by the leader it was forwarded to.
+    async fn commit_here(&self, request: Request<pbco::CommitRequest>) -> Result<Answered, Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let wire = request.into_inner();
-        let req = CommitRequest::try_from(wire.clone())?;
+        let req = CommitRequest::try_from(wire)?;
         self.check_participants(&req.participants)?;
         if !self.is_leader() {
             return self
-                .forward(forwarded, wire, |mut c, r| async move { c.commit(r).await })
+                .forward(
+                    forwarded,
+                    pbco::CommitRequest::from(req),
+                    |mut c, r| async move { c.commit(r).await },
+                )
                 .await
-                .map(|r| (false, r));
+                .map(Answered::Forwarded);
         }
         self.check_registered(&req.participants)?;
         if let Some((_, decision, _, _)) = self.recorded(&req.txn_id) {
-            return Ok((true, commit_response(decision.outcome())));
+            return Ok(Answered::Here(decision.outcome()));
         }
         let now = now_unix_ms();
         let deadline = req
@@ -314,12 +315,16 @@ impl CoordinatorService {
                 }
             }
         };
-        Ok((true, commit_response(outcome)))
+        Ok(Answered::Here(outcome))
     }
 }
 
-fn commit_response(outcome: Outcome) -> Response<pbco::CommitResponse> {
-    Response::new(CommitResponse { outcome }.into())
+/// Who answered a Commit.
+enum Answered {
+    /// This node (the leader): the outcome.
+    Here(Outcome),
+    /// The leader it was forwarded to: its response, passed through.
+    Forwarded(Response<pbco::CommitResponse>),
 }
 
 #[tonic::async_trait]
@@ -329,16 +334,18 @@ impl Coordinator for CoordinatorService {
         request: Request<pbco::CommitRequest>,
     ) -> Result<Response<pbco::CommitResponse>, Status> {
         let started = std::time::Instant::now();
-        let result = self.commit_here(request).await;
-        match &result {
-            Ok((true, r)) => match CommitResponse::try_from(r.get_ref().clone()) {
-                Ok(c) => self.metrics.commit_answered(&c.outcome, started.elapsed()),
-                Err(_) => self.metrics.commit_refused(),
-            },
-            Ok((false, _)) => {} // Forwarded: the leader counts it.
-            Err(_) => self.metrics.commit_refused(),
+        match self.commit_here(request).await {
+            Ok(Answered::Here(outcome)) => {
+                self.metrics.commit_answered(&outcome, started.elapsed());
+                Ok(Response::new(CommitResponse { outcome }.into()))
+            }
+            // The leader counts it.
+            Ok(Answered::Forwarded(response)) => Ok(response),
+            Err(status) => {
+                self.metrics.commit_refused();
+                Err(status)
+            }
         }
-        result.map(|(_, r)| r)
     }
     async fn abort(
         &self,
@@ -346,11 +353,15 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pbco::AbortResponse>, Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let wire = request.into_inner();
-        let req = AbortRequest::try_from(wire.clone())?;
+        let req = AbortRequest::try_from(wire)?;
         self.check_participants(&req.participants)?;
         if !self.is_leader() {
             return self
-                .forward(forwarded, wire, |mut c, r| async move { c.abort(r).await })
+                .forward(
+                    forwarded,
+                    pbco::AbortRequest::from(req),
+                    |mut c, r| async move { c.abort(r).await },
+                )
                 .await;
         }
         self.check_registered(&req.participants)?;
@@ -381,10 +392,14 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pbco::StatusResponse>, Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let wire = request.into_inner();
-        let req = StatusRequest::try_from(wire.clone())?;
+        let req = StatusRequest::try_from(wire)?;
         if !self.is_leader() {
             return self
-                .forward(forwarded, wire, |mut c, r| async move { c.status(r).await })
+                .forward(
+                    forwarded,
+                    pbco::StatusRequest::from(req),
+                    |mut c, r| async move { c.status(r).await },
+                )
                 .await;
         }
         // C9: confirm leadership with a quorum and apply up to the read index first.
@@ -414,13 +429,13 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pbco::ResolveResponse>, Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let wire = request.into_inner();
-        let req = ResolveRequest::try_from(wire.clone())?;
+        let req = ResolveRequest::try_from(wire)?;
         self.metrics.resolve();
         if !self.is_leader() {
             return self
                 .forward(
                     forwarded,
-                    wire,
+                    pbco::ResolveRequest::from(req),
                     |mut c, r| async move { c.resolve(r).await },
                 )
                 .await;
@@ -464,12 +479,14 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pbco::RegisterParticipantResponse>, Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let wire = request.into_inner();
-        let req = RegisterParticipantRequest::try_from(wire.clone())?;
+        let req = RegisterParticipantRequest::try_from(wire)?;
         if !self.is_leader() {
             return self
-                .forward(forwarded, wire, |mut c, r| async move {
-                    c.register_participant(r).await
-                })
+                .forward(
+                    forwarded,
+                    pbco::RegisterParticipantRequest::from(req),
+                    |mut c, r| async move { c.register_participant(r).await },
+                )
                 .await;
         }
         let unchanged = self

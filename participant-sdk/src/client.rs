@@ -92,12 +92,26 @@ impl Client {
 
     /// Begin a transaction: a new time-ordered id and a deadline. No round trip.
     pub fn begin(&self) -> Transaction {
+        self.begin_with(None)
+    }
+
+    /// Begin a retry of a transaction that aborted (a lock conflict, a NO vote): a new
+    /// transaction, with a new id and deadline, that keeps `first_attempt`'s age for the
+    /// participants' wait-die (P9) — so a transaction that keeps losing conflicts on hot keys
+    /// becomes the oldest and wins, instead of dying as the youngest forever. Pass
+    /// [`Transaction::first_attempt`] of the attempt that aborted.
+    pub fn begin_retry(&self, first_attempt: TxnId) -> Transaction {
+        self.begin_with(Some(first_attempt))
+    }
+
+    fn begin_with(&self, first_attempt: Option<TxnId>) -> Transaction {
         let deadline_unix_ms = unix_ms() + self.inner.config.txn_timeout.as_millis() as u64;
         Transaction {
             client: self.clone(),
             ctx: TxnContext {
                 txn_id: TxnId::new_v7(),
                 deadline_unix_ms: Some(deadline_unix_ms),
+                first_attempt,
             },
             participants: Arc::new(Mutex::new(BTreeSet::new())),
         }
@@ -202,6 +216,12 @@ impl Transaction {
     /// The transaction id.
     pub fn id(&self) -> TxnId {
         self.ctx.txn_id
+    }
+
+    /// The first attempt of the work this transaction does: its own id, or for a retry (see
+    /// [`Client::begin_retry`]) the id of the attempt it retries.
+    pub fn first_attempt(&self) -> TxnId {
+        self.ctx.first_attempt.unwrap_or(self.ctx.txn_id)
     }
 
     /// Its context (id and deadline), as participants receive it.

@@ -99,4 +99,4 @@ pub use context::TxnContext;
 pub use error::{Error, Result};
 pub use resource::{InDoubt, Resource};
 pub use runtime::{Participant, ParticipantConfig};
-pub use store::{RocksStore, StoreConfig, Txn};
+pub use store::{LockPolicy, RocksStore, StoreConfig, Txn};

@@ -86,4 +86,7 @@ pub mod metadata {
     pub const TXN_ID: &str = "ratify-txn-id";
     /// The transaction's deadline, ms since the Unix epoch, decimal.
     pub const DEADLINE_MS: &str = "ratify-deadline-ms";
+    /// For a retry: the id of the first attempt it retries (canonical UUID text), whose age
+    /// the retry keeps for wait-die (P9).
+    pub const FIRST_ATTEMPT: &str = "ratify-first-attempt";
 }

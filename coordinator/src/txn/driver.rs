@@ -40,6 +40,10 @@ pub struct DriverConfig {
     pub phase2_backoff_max_ms: u64,
     /// Acknowledgements per Forget proposal, at most.
     pub forget_batch_max: usize,
+    /// Acknowledgements wait up to this long to be proposed together (or until a decision is
+    /// proposed, or `forget_batch_max` are waiting): a Forget is bookkeeping, not on any
+    /// caller's path, and one entry for many transactions saves a Raft round per transaction.
+    pub forget_delay_ms: u64,
 }
 
 impl Default for DriverConfig {
@@ -51,6 +55,7 @@ impl Default for DriverConfig {
             phase2_backoff_min_ms: 50,
             phase2_backoff_max_ms: 5_000,
             forget_batch_max: 4_096,
+            forget_delay_ms: 10,
         }
     }
 }
@@ -268,6 +273,8 @@ pub struct Driver {
     phase2: BTreeMap<TxnId, Phase2>,
     /// Acknowledged, not yet proposed in a Forget.
     acked: BTreeMap<TxnId, BTreeSet<ParticipantId>>,
+    /// When the oldest of `acked` arrived.
+    acked_since_ms: Option<u64>,
 }
 
 impl Driver {
@@ -279,6 +286,7 @@ impl Driver {
             deciding: BTreeMap::new(),
             phase2: BTreeMap::new(),
             acked: BTreeMap::new(),
+            acked_since_ms: None,
         }
     }
 
@@ -389,6 +397,7 @@ impl Driver {
                 }
             }
             Input::ForgetFailed { acks } => {
+                self.acked_since_ms.get_or_insert(now_unix_ms);
                 for ack in acks {
                     self.acked
                         .entry(ack.txn_id)
@@ -427,6 +436,7 @@ impl Driver {
                 // state); at worst it resends a message a participant already applied (P7).
                 self.phase2.clear();
                 self.acked.clear();
+                self.acked_since_ms = None;
             }
             Input::Tick => {
                 let expired: Vec<TxnId> = self
@@ -452,6 +462,9 @@ impl Driver {
                 }
                 self.flush(now_unix_ms, &mut out);
             }
+        }
+        if self.leader && out.iter().any(|a| matches!(a, Action::Propose { .. })) {
+            self.flush_forgets(now_unix_ms, &mut out);
         }
         self.check_invariants();
         out
@@ -742,6 +755,7 @@ impl Driver {
         if p.deliveries.is_empty() {
             self.phase2.remove(&txn_id);
         }
+        self.acked_since_ms.get_or_insert(now);
         self.acked
             .entry(txn_id)
             .or_default()
@@ -789,7 +803,18 @@ impl Driver {
                 txn_ids,
             });
         }
-        if !self.acked.is_empty() {
+        self.flush_forgets(now, out);
+    }
+
+    /// Propose Forget for the acknowledgements gathered, once due.
+    fn flush_forgets(&mut self, now: u64, out: &mut Vec<Action>) {
+        let due = self
+            .acked_since_ms
+            .is_some_and(|t| now >= t.saturating_add(self.config.forget_delay_ms))
+            || self.acked.len() >= self.config.forget_batch_max
+            || out.iter().any(|a| matches!(a, Action::Propose { .. }));
+        if due && !self.acked.is_empty() {
+            self.acked_since_ms = None;
             let mut acks = Vec::new();
             while acks.len() < self.config.forget_batch_max {
                 let Some((txn_id, participants)) = self.acked.pop_first() else {
@@ -799,6 +824,9 @@ impl Driver {
                     txn_id,
                     participants: participants.into_iter().collect(),
                 });
+            }
+            if !self.acked.is_empty() {
+                self.acked_since_ms = Some(now);
             }
             out.push(Action::ProposeForget { acks });
         }
@@ -976,6 +1004,52 @@ mod tests {
             }]
         );
         assert_eq!(d.phase2_backlog(), 0);
+    }
+
+    /// C7 (batching): acknowledgements wait up to `forget_delay_ms` and leave in one Forget,
+    /// or sooner with the next proposed decision (one Raft round serves both).
+    #[test]
+    fn forgets_are_batched_by_delay_or_with_a_decision() {
+        let mut d = leader();
+        let decide = |d: &mut Driver, t: TxnId, at: u64| {
+            commit(d, at, t, 1);
+            d.step(at, votes("a", t, Vote::Yes));
+            d.step(at, votes("b", t, Vote::Yes));
+            d.step(at, applied(t, FinalDecision::Commit, true, &["a", "b"]));
+        };
+        let ack = |d: &mut Driver, t: TxnId, at: u64| {
+            for who in ["a", "b"] {
+                let out = d.step(
+                    at,
+                    Input::Acks {
+                        participant: p(who),
+                        acks: vec![(t, AckStatus::Applied)],
+                    },
+                );
+                assert!(out.is_empty(), "no Forget before the delay: {out:?}");
+            }
+        };
+        let (t1, t2, t3, t4) = (txn(1), txn(2), txn(3), txn(4));
+        decide(&mut d, t1, 100);
+        decide(&mut d, t2, 100);
+        ack(&mut d, t1, 100);
+        ack(&mut d, t2, 105);
+        assert!(d.step(109, Input::Tick).is_empty());
+        let out = d.step(110, Input::Tick);
+        assert!(
+            matches!(&out[..], [Action::ProposeForget { acks }] if acks.len() == 2),
+            "{out:?}"
+        );
+        // A pending ack rides along with the next decision.
+        decide(&mut d, t3, 200);
+        ack(&mut d, t3, 200);
+        commit(&mut d, 201, t4, 2);
+        d.step(201, votes("a", t4, Vote::Yes));
+        let out = d.step(202, votes("b", t4, Vote::Yes));
+        assert!(
+            matches!(&out[..], [Action::Propose { .. }, Action::ProposeForget { acks }] if acks[0].txn_id == t3),
+            "{out:?}"
+        );
     }
 
     /// C3: a NO aborts at once; phase 2 goes only to those who may have prepared.

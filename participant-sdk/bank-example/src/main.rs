@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use ratify_bank_example::Branch;
-use ratify_participant::{Participant, ParticipantConfig, RocksStore, StoreConfig};
+use ratify_participant::{LockPolicy, Participant, ParticipantConfig, RocksStore, StoreConfig};
 use ratify_proto::pb::bank::bank_server::BankServer;
 use ratify_proto::types::{Endpoint, ParticipantId};
 
@@ -46,12 +46,23 @@ struct Args {
     /// Abort staged (unprepared) work after this long.
     #[arg(long, default_value_t = 30_000)]
     staged_timeout_ms: u64,
-    /// Wait up to this long for a lock held by a younger transaction (wait-die); 0 fails fast.
+    /// Wait up to this long for a conflicting lock; 0 fails fast.
     #[arg(long, default_value_t = 200)]
     lock_wait_ms: u64,
+    /// How lock waits avoid deadlock: `wound-wait` (an older transaction aborts younger
+    /// unprepared holders, younger ones wait) or `wait-die` (older ones wait, younger ones get
+    /// the conflict at once).
+    #[arg(long, value_enum, default_value_t = Policy::WoundWait)]
+    lock_policy: Policy,
     /// Write the bound address to this file once serving.
     #[arg(long, env = "RATIFY_PORT_FILE")]
     port_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Policy {
+    WoundWait,
+    WaitDie,
 }
 
 async fn shutdown_signal() {
@@ -76,6 +87,10 @@ async fn main() -> Result<()> {
 
     let store_config = StoreConfig {
         staged_timeout: Duration::from_millis(args.staged_timeout_ms),
+        lock_policy: match args.lock_policy {
+            Policy::WoundWait => LockPolicy::WoundWait,
+            Policy::WaitDie => LockPolicy::WaitDie,
+        },
         ..StoreConfig::default()
     };
     let store = RocksStore::open(&args.data_dir, store_config)

@@ -1,12 +1,24 @@
 //! The lock table: strict two-phase locking with shared (read) and exclusive (write) locks on
-//! keys, and wait-die deadlock prevention (docs/protocol.md rule P9).
+//! keys, and deadlock prevention by transaction age (docs/protocol.md rule P9).
 //!
 //! A request that conflicts with another transaction's lock fails at once with a conflict,
-//! unless the caller allowed waiting. Waiting is bounded by the caller's wait limit, and only an
-//! OLDER transaction may wait for a younger one (wait-die): a younger one that would wait
-//! "dies" (gets the conflict) instead. Since every wait goes from older to younger, no cycle of
-//! waits — no deadlock — can form. Age is the transaction id's order: ids are UUIDv7, so a
-//! smaller id is an older transaction (ties are impossible; ids are unique).
+//! unless the caller allowed waiting. Waiting is bounded by the caller's wait limit, and goes
+//! one way in age only, by one of two classic rules ([`LockPolicy`]):
+//! - wound-wait (the default): a YOUNGER transaction waits for an older holder; an OLDER one
+//!   "wounds" younger holders that have not prepared (the store aborts them on the spot: they
+//!   have not voted, so that is theirs to do, P4) and takes the lock. Under a hot key this
+//!   queues the newcomers, as a database's lock queue would.
+//! - wait-die: an OLDER transaction waits for a younger holder; a YOUNGER one "dies" (gets the
+//!   conflict) instead of waiting. Under a hot key most newcomers die and retry.
+//!
+//! Either way every wait goes the same way in age, so no cycle of waits — no deadlock — can
+//! form. Age is the transaction id's order: ids are UUIDv7, so a smaller id is an older
+//! transaction (ties are impossible; ids are unique).
+//!
+//! A retry of an aborted transaction may keep the age of its first attempt (the context's
+//! `first_attempt`, bounded: `TxnContext::age`), as wait-die prescribes for restarts: age is
+//! then the pair (age id, own id), still a total order, so waits still go one way only, and a
+//! transaction that keeps losing conflicts on a hot key ends up the oldest and wins.
 //!
 //! One refinement: any transaction may wait (bounded) for a lock held by a PREPARED one,
 //! whatever their ages. A prepared transaction waits for no lock — it holds all it will ever
@@ -44,9 +56,40 @@ pub struct LockConflict {
     pub died: bool,
 }
 
+/// How waits that could deadlock are prevented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockPolicy {
+    /// An older requester aborts younger holders that have not prepared; a younger one waits.
+    #[default]
+    WoundWait,
+    /// An older requester waits for younger holders; a younger one gets the conflict at once.
+    WaitDie,
+}
+
+/// Who asks for or holds a lock, and how old it counts as for wait-die (smaller is older).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// The transaction.
+    pub txn: TxnId,
+    /// The id whose age counts (the first attempt's, for a retry; else `txn`).
+    pub age: TxnId,
+}
+
+impl Owner {
+    /// A transaction that counts its own age.
+    pub fn new(txn: TxnId) -> Self {
+        Self { txn, age: txn }
+    }
+
+    fn priority(&self) -> (TxnId, TxnId) {
+        (self.age, self.txn)
+    }
+}
+
 #[derive(Default)]
 struct KeyLock {
-    holders: BTreeMap<TxnId, LockMode>,
+    /// Holder → (mode, age).
+    holders: BTreeMap<TxnId, (LockMode, TxnId)>,
     waiters: usize,
     notify: Arc<Notify>,
 }
@@ -67,11 +110,13 @@ pub struct LockTable {
 enum Attempt {
     Granted,
     Blocked {
-        /// The oldest conflicting holder that is not prepared (the one wait-die compares
-        /// with), else the oldest conflicting holder.
+        /// The oldest conflicting holder that is not prepared, else the oldest conflicting
+        /// holder.
         holder: TxnId,
-        /// Wait-die allows waiting: every conflicting holder is younger, or prepared.
+        /// The policy allows waiting.
         may_wait: bool,
+        /// Younger holders, not prepared, that wound-wait says to abort.
+        wound: Vec<TxnId>,
         notify: Arc<Notify>,
     },
 }
@@ -90,28 +135,49 @@ impl LockTable {
 
     /// Try once. On conflict, registers as a waiter (if asked) and says whether wait-die
     /// allows waiting.
-    fn attempt(&self, txn: TxnId, key: &[u8], mode: LockMode, register_wait: bool) -> Attempt {
+    fn attempt(
+        &self,
+        who: Owner,
+        key: &[u8],
+        mode: LockMode,
+        register_wait: bool,
+        policy: LockPolicy,
+    ) -> Attempt {
         let mut guard = self.table();
         let Table { keys, prepared } = &mut *guard;
         let entry = keys.entry(key.to_vec()).or_default();
-        let mut conflicting = entry
+        let conflicting: Vec<Owner> = entry
             .holders
             .iter()
-            .filter(|(holder, held)| {
-                **holder != txn && (mode == LockMode::Exclusive || **held == LockMode::Exclusive)
+            .filter(|(holder, (held, _))| {
+                **holder != who.txn && (mode == LockMode::Exclusive || *held == LockMode::Exclusive)
             })
-            .map(|(holder, _)| *holder)
-            .peekable();
-        let Some(&oldest) = conflicting.peek() else {
-            let held = entry.holders.entry(txn).or_insert(mode);
-            *held = (*held).max(mode);
+            .map(|(holder, (_, age))| Owner {
+                txn: *holder,
+                age: *age,
+            })
+            .collect();
+        let Some(oldest) = conflicting.iter().min_by_key(|o| o.priority()) else {
+            let held = entry.holders.entry(who.txn).or_insert((mode, who.age));
+            held.0 = held.0.max(mode);
             return Attempt::Granted;
         };
-        // Holders are in id (= age) order: the first active one is the oldest active one.
-        let oldest_active = conflicting.find(|h| !prepared.contains(h));
-        let (holder, may_wait) = match oldest_active {
-            Some(h) => (h, txn < h),
-            None => (oldest, true),
+        let active = || conflicting.iter().filter(|h| !prepared.contains(&h.txn));
+        let oldest_active = active().min_by_key(|o| o.priority());
+        let holder = oldest_active.unwrap_or(oldest).txn;
+        let (may_wait, wound) = match policy {
+            // Waiting for a prepared holder is always allowed (it waits for nobody).
+            LockPolicy::WaitDie => (
+                oldest_active.is_none_or(|h| who.priority() < h.priority()),
+                Vec::new(),
+            ),
+            LockPolicy::WoundWait => (
+                true,
+                active()
+                    .filter(|h| h.priority() > who.priority())
+                    .map(|h| h.txn)
+                    .collect(),
+            ),
         };
         if register_wait {
             entry.waiters += 1;
@@ -119,6 +185,7 @@ impl LockTable {
         Attempt::Blocked {
             holder,
             may_wait,
+            wound,
             notify: entry.notify.clone(),
         }
     }
@@ -138,20 +205,24 @@ impl LockTable {
         self.table().prepared.insert(txn);
     }
 
-    /// Acquire `mode` on `key` for `txn`. A held lock is kept (and a shared one upgraded when
+    /// Acquire `mode` on `key` for `who`. A held lock is kept (and a shared one upgraded when
     /// nobody else holds the key). With `wait = None`, a conflict fails at once; with
-    /// `Some(limit)`, an older transaction waits up to `limit` for younger holders to finish,
-    /// a younger one fails at once (wait-die).
+    /// `Some(limit)`, the request waits up to `limit` as `policy` allows; under wound-wait it
+    /// calls `wound` for each younger holder that has not prepared (`wound` aborts it and
+    /// releases its locks, and says whether it could: a holder in the middle of preparing
+    /// cannot be wounded, and is waited for).
     pub async fn acquire(
         &self,
-        txn: TxnId,
+        who: Owner,
         key: &[u8],
         mode: LockMode,
         wait: Option<Duration>,
+        policy: LockPolicy,
+        wound: &(dyn Fn(TxnId) -> bool + Sync),
     ) -> Result<(), LockConflict> {
         let started = tokio::time::Instant::now();
         let Some(limit) = wait else {
-            return match self.attempt(txn, key, mode, false) {
+            return match self.attempt(who, key, mode, false, policy) {
                 Attempt::Granted => Ok(()),
                 Attempt::Blocked { holder, .. } => Err(LockConflict {
                     key: key.to_vec(),
@@ -164,13 +235,20 @@ impl LockTable {
         let deadline = started + limit;
         loop {
             // Registered as a waiter while blocked, so the key's entry (and its Notify) stays.
-            let notify = match self.attempt(txn, key, mode, true) {
+            let notify = match self.attempt(who, key, mode, true, policy) {
                 Attempt::Granted => return Ok(()),
                 Attempt::Blocked {
                     holder,
                     may_wait,
+                    wound: victims,
                     notify,
                 } => {
+                    // Wound-wait: abort every younger holder we can; if any went, look again
+                    // at once (one in the middle of preparing is waited for instead).
+                    if victims.into_iter().fold(false, |any, v| wound(v) | any) {
+                        self.unregister_wait(key);
+                        continue;
+                    }
                     if !may_wait {
                         // Younger than an active holder: die rather than wait.
                         self.unregister_wait(key);
@@ -188,14 +266,14 @@ impl LockTable {
             tokio::pin!(notified);
             notified.as_mut().enable();
             // A release between the attempt and `enable` woke nobody: look again.
-            if let Attempt::Granted = self.attempt(txn, key, mode, false) {
+            if let Attempt::Granted = self.attempt(who, key, mode, false, policy) {
                 self.unregister_wait(key);
                 return Ok(());
             }
             let timed_out = tokio::time::timeout_at(deadline, notified).await.is_err();
             self.unregister_wait(key);
             if timed_out {
-                return match self.attempt(txn, key, mode, false) {
+                return match self.attempt(who, key, mode, false, policy) {
                     Attempt::Granted => Ok(()),
                     Attempt::Blocked { holder, .. } => Err(LockConflict {
                         key: key.to_vec(),
@@ -217,9 +295,13 @@ impl LockTable {
         keys: impl IntoIterator<Item = Vec<u8>>,
     ) -> Result<(), LockConflict> {
         for key in keys {
-            if let Attempt::Blocked { holder, .. } =
-                self.attempt(txn, &key, LockMode::Exclusive, false)
-            {
+            if let Attempt::Blocked { holder, .. } = self.attempt(
+                Owner::new(txn),
+                &key,
+                LockMode::Exclusive,
+                false,
+                LockPolicy::WaitDie,
+            ) {
                 return Err(LockConflict {
                     key,
                     holder,
@@ -257,7 +339,7 @@ impl LockTable {
         self.table()
             .keys
             .get(key)
-            .and_then(|e| e.holders.get(&txn).copied())
+            .and_then(|e| e.holders.get(&txn).map(|(mode, _)| *mode))
     }
 
     /// Number of keys with a lock or a waiter (for metrics and leak tests).

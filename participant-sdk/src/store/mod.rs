@@ -31,6 +31,7 @@ use rocksdb::{
 use tokio::sync::{mpsc, oneshot};
 
 use self::codec::{Recorded, Writes};
+pub use self::locks::LockPolicy;
 use self::locks::{LockMode, LockTable};
 use crate::context::TxnContext;
 use crate::error::{Error, EscapedKey, Result};
@@ -72,6 +73,8 @@ pub struct StoreConfig {
     pub outcomes_max: usize,
     /// Default lock wait for new transactions: `None` fails fast on a conflict.
     pub lock_wait: Option<Duration>,
+    /// How waiting transactions avoid deadlock (P9): wound-wait (the default) or wait-die.
+    pub lock_policy: LockPolicy,
     /// The largest clock difference assumed between an initiator and this participant. After
     /// a restart, a transaction that began earlier than the restart plus this margin is refused:
     /// its staged work here may have been lost (P4).
@@ -91,6 +94,7 @@ impl Default for StoreConfig {
             outcome_retention: Duration::from_secs(24 * 3600),
             outcomes_max: 1_000_000,
             lock_wait: None,
+            lock_policy: LockPolicy::default(),
             clock_skew_max: Duration::from_millis(500),
         }
     }
@@ -419,7 +423,7 @@ impl RocksStore {
         if let Some(slot) = self.slot(txn_id) {
             let state = slot.state();
             return match &*state {
-                State::Staged(_) => Ok(self.handle(txn_id)),
+                State::Staged(_) => Ok(self.handle(txn_id, ctx.age())),
                 other => Err(Error::TxnNotActive {
                     txn_id,
                     state: other.name(),
@@ -491,13 +495,14 @@ impl RocksStore {
                 }),
             );
         }
-        Ok(self.handle(txn_id))
+        Ok(self.handle(txn_id, ctx.age()))
     }
 
-    fn handle(&self, txn_id: TxnId) -> Txn {
+    fn handle(&self, txn_id: TxnId, age: TxnId) -> Txn {
         Txn {
             store: self.clone(),
             txn_id,
+            age,
             lock_wait: self.inner.config.lock_wait,
         }
     }
@@ -521,31 +526,45 @@ impl RocksStore {
             })
             .map(|(id, slot)| (*id, slot.clone()))
             .collect();
-        let mut reaped = 0;
-        for (txn_id, slot) in expired {
-            // Skip a transaction whose Prepare/Abort is running right now.
-            let Ok(_phase) = slot.phase.try_lock() else {
-                continue;
-            };
-            let staged = {
-                let mut state = slot.state();
-                match std::mem::replace(&mut *state, State::Done) {
-                    State::Staged(s) => s,
-                    other => {
-                        *state = other;
-                        continue;
-                    }
-                }
-            };
-            tracing::debug!(%txn_id, "staged work timed out; aborted locally");
-            if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
-                tracing::warn!(%txn_id, error = %e, "could not record a local abort; a restart refuses the transaction anyway");
-            }
-            self.finish(txn_id, &staged.locked);
-            self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
-            reaped += 1;
+        expired
+            .into_iter()
+            .filter(|(txn_id, slot)| self.abort_staged(*txn_id, slot, "staged work timed out"))
+            .count()
+    }
+
+    /// Wound-wait (P9): abort `txn_id` here if it is still staged (it has not voted, so that is
+    /// ours to do, P4), releasing its locks. False if it is gone, preparing or prepared.
+    fn wound(&self, txn_id: TxnId) -> bool {
+        match self.slot(txn_id) {
+            Some(slot) => self.abort_staged(txn_id, &slot, "wounded by an older transaction"),
+            None => false,
         }
-        reaped
+    }
+
+    /// Abort a staged transaction locally: record the outcome (without waiting for
+    /// durability: a restart refuses the transaction anyway, P4) and release its locks.
+    fn abort_staged(&self, txn_id: TxnId, slot: &Slot, why: &'static str) -> bool {
+        // Skip a transaction whose Prepare/Abort is running right now.
+        let Ok(_phase) = slot.phase.try_lock() else {
+            return false;
+        };
+        let staged = {
+            let mut state = slot.state();
+            match std::mem::replace(&mut *state, State::Done) {
+                State::Staged(s) => s,
+                other => {
+                    *state = other;
+                    return false;
+                }
+            }
+        };
+        tracing::debug!(%txn_id, why, "aborted locally");
+        if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
+            tracing::warn!(%txn_id, error = %e, "could not record a local abort; a restart refuses the transaction anyway");
+        }
+        self.finish(txn_id, &staged.locked);
+        self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Drop outcomes and tombstones past the retention or beyond the count limit, oldest
@@ -1077,6 +1096,8 @@ fn txn_from_key(key: &[u8]) -> Result<TxnId> {
 pub struct Txn {
     store: RocksStore,
     txn_id: TxnId,
+    /// The id whose age counts for wait-die (the first attempt's, for a retry).
+    age: TxnId,
     lock_wait: Option<Duration>,
 }
 
@@ -1087,7 +1108,8 @@ impl Txn {
     }
 
     /// Wait up to `limit` for conflicting locks (wait-die: only an older transaction waits for
-    /// a younger one; a younger one gets `Conflict` at once). `None` fails fast.
+    /// a younger one; a younger one gets `Conflict` at once; a retry counts as old as its first
+    /// attempt, `TxnContext::age`). `None` fails fast.
     pub fn with_lock_wait(mut self, limit: Option<Duration>) -> Self {
         self.lock_wait = limit;
         self
@@ -1107,7 +1129,8 @@ impl Txn {
                 },
                 Ok(_) => Error::TxnAborted {
                     txn_id: self.txn_id,
-                    why: "it was aborted here (staged timeout, or the coordinator's decision)"
+                    why: "it was aborted here (staged timeout, wounded by an older transaction, \
+                          or the coordinator's decision)"
                         .into(),
                 },
                 Err(e) => e,
@@ -1138,7 +1161,17 @@ impl Txn {
         let locks = &self.store.inner.locks;
         let newly = locks.held(self.txn_id, key).is_none_or(|m| m < mode);
         locks
-            .acquire(self.txn_id, key, mode, self.lock_wait)
+            .acquire(
+                locks::Owner {
+                    txn: self.txn_id,
+                    age: self.age,
+                },
+                key,
+                mode,
+                self.lock_wait,
+                self.store.inner.config.lock_policy,
+                &|victim| self.store.wound(victim),
+            )
             .await
             .map_err(|c| Error::Conflict {
                 key: EscapedKey(c.key),

@@ -87,7 +87,8 @@ struct Counters {
     aborted: AtomicU64,
     unknown: AtomicU64,
     errors: AtomicU64,
-    /// Aborted because a leg hit a lock conflict (wait-die or a bounded wait).
+    /// Aborted because a leg hit a lock conflict (a bounded wait ran out, or wounded by an
+    /// older transaction).
     conflicts: AtomicU64,
     /// Aborted because the withdrawal would have overdrawn.
     insufficient: AtomicU64,

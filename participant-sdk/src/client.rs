@@ -97,7 +97,7 @@ impl Client {
 
     /// Begin a retry of a transaction that aborted (a lock conflict, a NO vote): a new
     /// transaction, with a new id and deadline, that keeps `first_attempt`'s age for the
-    /// participants' wait-die (P9) — so a transaction that keeps losing conflicts on hot keys
+    /// participants' lock policy (P9) — so a transaction that keeps losing conflicts on hot keys
     /// becomes the oldest and wins, instead of dying as the youngest forever. Pass
     /// [`Transaction::first_attempt`] of the attempt that aborted.
     pub fn begin_retry(&self, first_attempt: TxnId) -> Transaction {

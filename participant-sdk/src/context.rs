@@ -22,14 +22,15 @@ pub struct TxnContext {
     /// Its deadline (ms since the Unix epoch), if the initiator set one.
     pub deadline_unix_ms: Option<u64>,
     /// For a retry of an aborted transaction: the first attempt's id. The retry keeps that
-    /// age for wait-die (P9), so a transaction that keeps losing conflicts grows older until it
+    /// age for the lock policy (P9), so a transaction that keeps losing conflicts grows older until it
     /// wins instead of being the youngest forever.
     pub first_attempt: Option<TxnId>,
 }
 
 /// A retry keeps its first attempt's age for at most this long (a claimed first attempt older
-/// than this before the retry's own id counts as the retry itself): a client cannot make its
-/// transactions outrank everyone else's for long.
+/// than this before the retry's own id counts as the retry itself). Ids are chosen by clients,
+/// so this bounds honest retries, not a malicious client (which could mint old ids anyway):
+/// participants trust their initiators' ids, as they trust their deadlines.
 pub const FIRST_ATTEMPT_AGE_MAX: Duration = Duration::from_secs(600);
 
 impl TxnContext {
@@ -42,7 +43,7 @@ impl TxnContext {
         }
     }
 
-    /// The id whose age counts for wait-die: the first attempt's, when this is a retry and the
+    /// The id whose age counts for the lock policy: the first attempt's, when this is a retry and the
     /// first attempt is older than this one by at most [`FIRST_ATTEMPT_AGE_MAX`]; else its own.
     pub fn age(&self) -> TxnId {
         let own = self.txn_id;

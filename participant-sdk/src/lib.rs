@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`store`]: the RocksDB store — staged writes in memory, durable prepare, one synced batch
 //!   per commit or abort, group commit, recovery; [`store::locks`]: shared/exclusive locks with
-//!   wait-die.
+//!   wound-wait (default) or wait-die.
 //! - [`resource`]: the trait the runtime drives; custom stores implement it.
 //! - [`runtime`]: the participant gRPC service, registration, resolver, maintenance.
 //! - [`context`]: the transaction context in gRPC metadata.

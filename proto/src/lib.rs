@@ -87,6 +87,6 @@ pub mod metadata {
     /// The transaction's deadline, ms since the Unix epoch, decimal.
     pub const DEADLINE_MS: &str = "ratify-deadline-ms";
     /// For a retry: the id of the first attempt it retries (canonical UUID text), whose age
-    /// the retry keeps for wait-die (P9).
+    /// the retry keeps for the lock policy (P9).
     pub const FIRST_ATTEMPT: &str = "ratify-first-attempt";
 }

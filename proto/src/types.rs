@@ -63,7 +63,7 @@ fn shown(value: &str) -> String {
 }
 
 /// A transaction id: a UUID chosen by the initiator (version 7, so ids sort by creation time and
-/// carry their age, which wait-die uses). Never reused. Its text form is canonical: 36 characters
+/// carry their age, which the lock policies use). Never reused. Its text form is canonical: 36 characters
 /// of lower-case hex and hyphens.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -183,6 +183,25 @@ fn affected(messages: &[SimpleQueryMessage]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Attempts of a COMMIT PREPARED after the decision is durable (a coordinator must not give
+/// up: the prepared transaction holds its locks until it is told).
+const COMMIT_PREPARED_ATTEMPTS: u32 = 50;
+
+/// Phase 2 of one side: retried, since the COMMIT decision is on disk.
+async fn commit_prepared(conn: &Client, sql: &str) -> Result<()> {
+    let mut last = None;
+    for attempt in 0..COMMIT_PREPARED_ATTEMPTS {
+        match conn.batch_execute(sql).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(backoff(attempt + 1)).await;
+    }
+    Err(anyhow::anyhow!(
+        "COMMIT PREPARED failed {COMMIT_PREPARED_ATTEMPTS} times: {last:?}"
+    ))
+}
+
 /// Whether a database error is a lost lock race worth retrying.
 fn is_conflict(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
@@ -357,7 +376,12 @@ impl PgSystem {
                 conns[1].batch_execute(&prepare),
             )
             .await;
-            let prepared = [pa.is_ok(), pb.is_ok()];
+            // A PREPARE that failed without a database error (the connection broke) may
+            // have happened: roll that side back as prepared too (harmless if it was not).
+            let prepared = [
+                pa.as_ref().map_or_else(|e| e.code().is_none(), |_| true),
+                pb.as_ref().map_or_else(|e| e.code().is_none(), |_| true),
+            ];
             if let Err(e) = pa.and(pb) {
                 Self::roll_back(conns, &gid, prepared).await;
                 if is_conflict(&e) {
@@ -366,15 +390,18 @@ impl PgSystem {
                 }
                 return Err(e.into());
             }
-            // The decision, durable before phase 2.
-            self.log.commit(gid.clone()).await?;
+            // The decision, durable before phase 2; without it, the answer is ABORT.
+            if let Err(e) = self.log.commit(gid.clone()).await {
+                Self::roll_back(conns, &gid, [true, true]).await;
+                return Err(e.context("the decision log"));
+            }
             let commit = format!("COMMIT PREPARED '{gid}'");
             let (ca, cb) = futures_util::future::join(
-                conns[0].batch_execute(&commit),
-                conns[1].batch_execute(&commit),
+                commit_prepared(&conns[0], &commit),
+                commit_prepared(&conns[1], &commit),
             )
             .await;
-            ca.and(cb).context("COMMIT PREPARED")?;
+            ca.and(cb)?;
             return Ok(Done {
                 commit: start.elapsed(),
                 conflicts: attempt,

@@ -397,7 +397,9 @@ impl Driver {
                 }
             }
             Input::ForgetFailed { acks } => {
-                self.acked_since_ms.get_or_insert(now_unix_ms);
+                if !acks.is_empty() {
+                    self.acked_since_ms.get_or_insert(now_unix_ms);
+                }
                 for ack in acks {
                     self.acked
                         .entry(ack.txn_id)

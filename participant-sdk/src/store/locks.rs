@@ -66,7 +66,7 @@ pub enum LockPolicy {
     WaitDie,
 }
 
-/// Who asks for or holds a lock, and how old it counts as for wait-die (smaller is older).
+/// Who asks for or holds a lock, and how old it counts as for the lock policy (smaller is older).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
     /// The transaction.

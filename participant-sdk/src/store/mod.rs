@@ -147,6 +147,9 @@ struct Staged {
     locked: BTreeSet<Vec<u8>>,
     bytes: usize,
     started: Instant,
+    /// Its age for the lock policy, fixed by its first call here (P9): later calls cannot
+    /// change it, so one transaction never has two ages.
+    age: TxnId,
     deadline_unix_ms: Option<u64>,
     rejected: Option<String>,
 }
@@ -423,7 +426,7 @@ impl RocksStore {
         if let Some(slot) = self.slot(txn_id) {
             let state = slot.state();
             return match &*state {
-                State::Staged(_) => Ok(self.handle(txn_id, ctx.age())),
+                State::Staged(s) => Ok(self.handle(txn_id, s.age)),
                 other => Err(Error::TxnNotActive {
                     txn_id,
                     state: other.name(),
@@ -471,6 +474,19 @@ impl RocksStore {
             });
         }
         let mut slots = self.slots();
+        let age = match slots.get(&txn_id) {
+            // Begun by a concurrent first call meanwhile: its age stands.
+            Some(slot) => match &*slot.state() {
+                State::Staged(s) => s.age,
+                other => {
+                    return Err(Error::TxnNotActive {
+                        txn_id,
+                        state: other.name(),
+                    });
+                }
+            },
+            None => ctx.age(),
+        };
         if !slots.contains_key(&txn_id) {
             let max = self.inner.config.concurrent_txns_max;
             if slots.len() >= max {
@@ -489,13 +505,14 @@ impl RocksStore {
                         locked: BTreeSet::new(),
                         bytes: 0,
                         started: Instant::now(),
+                        age,
                         deadline_unix_ms: ctx.deadline_unix_ms,
                         rejected: None,
                     })),
                 }),
             );
         }
-        Ok(self.handle(txn_id, ctx.age()))
+        Ok(self.handle(txn_id, age))
     }
 
     fn handle(&self, txn_id: TxnId, age: TxnId) -> Txn {
@@ -542,12 +559,22 @@ impl RocksStore {
     }
 
     /// Abort a staged transaction locally: record the outcome (without waiting for
-    /// durability: a restart refuses the transaction anyway, P4) and release its locks.
+    /// durability: a restart refuses the transaction anyway, P4), then release its locks. If
+    /// the outcome cannot be recorded, nothing changes (and false is returned): without the
+    /// record, a later call could begin the transaction afresh here (P5).
     fn abort_staged(&self, txn_id: TxnId, slot: &Slot, why: &'static str) -> bool {
         // Skip a transaction whose Prepare/Abort is running right now.
         let Ok(_phase) = slot.phase.try_lock() else {
             return false;
         };
+        if !matches!(&*slot.state(), State::Staged(_)) {
+            return false;
+        }
+        if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
+            tracing::warn!(%txn_id, error = %e, why, "could not record a local abort; the transaction stays staged");
+            return false;
+        }
+        // Still staged: only Prepare and Abort change that, and they hold the phase lock.
         let staged = {
             let mut state = slot.state();
             match std::mem::replace(&mut *state, State::Done) {
@@ -559,9 +586,6 @@ impl RocksStore {
             }
         };
         tracing::debug!(%txn_id, why, "aborted locally");
-        if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
-            tracing::warn!(%txn_id, error = %e, "could not record a local abort; a restart refuses the transaction anyway");
-        }
         self.finish(txn_id, &staged.locked);
         self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
         true
@@ -669,6 +693,8 @@ impl RocksStore {
                     locked,
                     bytes: 0,
                     started: Instant::now(),
+                    // Only an abort can follow (it is rejected), so its age no longer matters.
+                    age: txn_id,
                     deadline_unix_ms: None,
                     rejected: Some("a local abort failed".into()),
                 })
@@ -1149,6 +1175,12 @@ impl Txn {
         Ok(())
     }
 
+    fn is_staged(&self) -> bool {
+        self.store
+            .slot(self.txn_id)
+            .is_some_and(|slot| matches!(&*slot.state(), State::Staged(_)))
+    }
+
     /// Take a lock and record it in the staged state; fails if the transaction stopped being
     /// staged meanwhile (prepared, aborted), releasing the lock it just took.
     async fn lock(&self, slot: &Slot, key: &[u8], mode: LockMode) -> Result<()> {
@@ -1170,7 +1202,9 @@ impl Txn {
                 mode,
                 self.lock_wait,
                 self.store.inner.config.lock_policy,
-                &|victim| self.store.wound(victim),
+                // A requester that was itself wounded meanwhile wounds nobody: it waits out
+                // its wait and then finds itself aborted below.
+                &|victim| self.is_staged() && self.store.wound(victim),
             )
             .await
             .map_err(|c| Error::Conflict {

@@ -43,8 +43,9 @@ fn the_protocol_holds_exhaustively() {
     }
 }
 
-/// The long run: 3 participants, 2 leader changes, a network fault and a client retry
-/// (about 10 minutes and several GiB).
+/// The long run: 3 participants, 2 leader changes, a network fault, a client retry and
+/// Abort. Too big for a 24 GiB machine as modelled (stopped at 20 GiB after 6 minutes, not
+/// finished): it needs symmetry reduction over participants first.
 #[test]
 #[ignore = "long: cargo test --release -p ratify-model -- --ignored"]
 fn the_protocol_holds_in_the_long_configuration() {

@@ -277,11 +277,12 @@ async fn wait_die() {
 
 /// P9: anyone may wait for a PREPARED holder, whatever the ages: a prepared transaction waits
 /// for no lock, so no cycle can form. (The client's next transaction after a commit must not
-/// die on the keys phase 2 has not released yet.)
+/// die on the keys phase 2 has not released yet.) Under wait-die, where a younger transaction
+/// would otherwise die; wound-wait lets it wait anyway (see `wound_wait`).
 #[tokio::test]
 async fn younger_transactions_wait_for_prepared_holders() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(dir.path());
+    let store = open_wait_die(dir.path());
     let (old, young) = older_younger();
     store
         .txn(&ctx(old))

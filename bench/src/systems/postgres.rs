@@ -46,9 +46,12 @@ pub fn binaries() -> Option<PathBuf> {
     majors.pop().map(|(_, bin)| bin)
 }
 
+/// A decision waiting for the log, and who to tell once it is on disk.
+type Pending = (String, tokio::sync::oneshot::Sender<std::io::Result<()>>);
+
 /// The coordinator's decision log: COMMIT records appended and fdatasynced before phase 2.
 struct DecisionLog {
-    tx: std::sync::mpsc::SyncSender<(String, tokio::sync::oneshot::Sender<std::io::Result<()>>)>,
+    tx: tokio::sync::mpsc::Sender<Pending>,
 }
 
 impl DecisionLog {
@@ -57,14 +60,11 @@ impl DecisionLog {
             .create(true)
             .append(true)
             .open(path)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(
-            String,
-            tokio::sync::oneshot::Sender<std::io::Result<()>>,
-        )>(DECISION_QUEUE_MAX);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(DECISION_QUEUE_MAX);
         std::thread::Builder::new()
             .name("decision-log".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                while let Some(first) = rx.blocking_recv() {
                     let mut batch = vec![first];
                     while batch.len() < DECISION_BATCH_MAX {
                         match rx.try_recv() {
@@ -95,10 +95,9 @@ impl DecisionLog {
     /// Record COMMIT for `gid`; returns once it is on disk.
     async fn commit(&self, gid: String) -> Result<()> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        let tx = self.tx.clone();
-        // A full queue blocks: wait on a blocking thread, not on the runtime.
-        tokio::task::spawn_blocking(move || tx.send((gid, done)))
-            .await?
+        self.tx
+            .send((gid, done))
+            .await
             .map_err(|_| anyhow::anyhow!("decision log stopped"))?;
         wait.await??;
         Ok(())

@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "ratify/participant/v1/participant.proto",
     "ratify/raft/v1/raft.proto",
     "ratify/example/bank/v1/bank.proto",
+    "ratify/jepsen/v1/kv.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -103,6 +103,14 @@ impl ServiceProcess {
         }
     }
 
+    /// Listen on `addr` from the first start (instead of a free port chosen then).
+    pub fn with_listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.endpoint = Some(
+            Endpoint::new(format!("http://{addr}")).expect("a socket address makes a valid URL"),
+        );
+        self
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name

@@ -145,6 +145,11 @@ impl State {
         item: &DecideItem,
         changes: &mut Vec<Change>,
     ) -> AppliedDecision {
+        if ratify_proto::planted::active(ratify_proto::planted::Bug::LastWins) {
+            // Planted bug (d): the later decision replaces the earlier one.
+            self.decided.remove(&item.txn_id);
+            self.completed.remove(&item.txn_id);
+        }
         if let Some((_, existing)) = self.lookup(&item.txn_id) {
             // First-wins: the earlier decision stands.
             return AppliedDecision {

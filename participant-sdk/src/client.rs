@@ -36,6 +36,9 @@ pub struct ClientConfig {
     pub participants_per_txn_max: usize,
     /// Retry timing across coordinator nodes.
     pub retry: RetryPolicy,
+    /// Where to really connect: `host:port` → `host:port` (a proxy, a tunnel), for the
+    /// coordinators given and the leaders they name. Empty: the process's `RATIFY_DIAL_MAP`.
+    pub dial_map: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +49,7 @@ impl Default for ClientConfig {
             call_timeout: Duration::from_secs(10),
             participants_per_txn_max: 64,
             retry: RetryPolicy::default(),
+            dial_map: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -80,8 +84,11 @@ impl Client {
 
     /// As [`Client::connect`], with settings.
     pub fn with_config(endpoints: Vec<Endpoint>, config: ClientConfig) -> Result<Self> {
-        let coordinators =
+        let mut coordinators =
             LeaderFollower::new(endpoints, config.retry).map_err(Error::Coordinator)?;
+        if !config.dial_map.is_empty() {
+            coordinators = coordinators.with_dial_map(config.dial_map.clone());
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 coordinators,

@@ -323,6 +323,15 @@ impl<R: Resource> Participant<R> {
     }
 
     async fn resolve_and_apply(&self, txn_id: TxnId) -> Result<(), String> {
+        if ratify_proto::planted::active(ratify_proto::planted::Bug::AbortAfterYes) {
+            // Planted bug (b): decide alone after voting YES.
+            tracing::warn!(%txn_id, "planted bug: aborting an in-doubt transaction without asking");
+            return match self.resource.abort(txn_id).await {
+                Ok(AckStatus::Retry) => Err("the store asked to retry".into()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+        }
         let decision = self.resolve(txn_id).await.map_err(|e| e.to_string())?;
         let applied = match &decision {
             FinalDecision::Commit => self.resource.commit(txn_id).await,

@@ -87,6 +87,8 @@ struct State {
 pub struct LeaderFollower {
     endpoints: Vec<Endpoint>,
     policy: RetryPolicy,
+    /// Where to really connect (see [`crate::dial`]); `None`: the process's map.
+    dial: Option<std::collections::BTreeMap<String, String>>,
     state: Mutex<State>,
 }
 
@@ -115,12 +117,19 @@ impl LeaderFollower {
         Ok(Self {
             endpoints,
             policy,
+            dial: None,
             state: Mutex::new(State {
                 leader: None,
                 channels: HashMap::new(),
                 next: 0,
             }),
         })
+    }
+
+    /// Connect through `map` instead of the process's dial map (see [`crate::dial`]).
+    pub fn with_dial_map(mut self, map: std::collections::BTreeMap<String, String>) -> Self {
+        self.dial = Some(map);
+        self
     }
 
     /// The endpoints given at construction.
@@ -137,11 +146,14 @@ impl LeaderFollower {
         if let Some(c) = state.channels.get(endpoint) {
             return Ok(c.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| Status::invalid_argument(format!("{endpoint}: {e}")))?
-            .connect_timeout(self.policy.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = tonic::transport::Endpoint::from_shared(match &self.dial {
+            Some(map) => crate::dial::target_in(map, endpoint.as_str()),
+            None => crate::dial::target(endpoint.as_str()),
+        })
+        .map_err(|e| Status::invalid_argument(format!("{endpoint}: {e}")))?
+        .connect_timeout(self.policy.connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy();
         state.channels.insert(endpoint.clone(), channel.clone());
         Ok(channel)
     }

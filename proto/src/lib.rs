@@ -16,9 +16,11 @@
 #![deny(missing_docs)]
 
 pub mod convert;
+pub mod dial;
 pub mod error;
 pub mod failpoint;
 pub mod leader;
+pub mod planted;
 #[cfg(feature = "raft")]
 pub mod raft;
 pub mod types;
@@ -50,6 +52,13 @@ pub mod pb {
                 tonic::include_proto!("ratify.participant.v1");
             }
         }
+        /// `ratify.jepsen.*`: the fault-injection harness's participant service.
+        pub mod jepsen {
+            /// `ratify.jepsen.v1`: a small transactional key-value store.
+            pub mod v1 {
+                tonic::include_proto!("ratify.jepsen.v1");
+            }
+        }
         /// `ratify.example.*`: example services built on the SDK.
         pub mod example {
             /// `ratify.example.bank.*`
@@ -71,6 +80,7 @@ pub mod pb {
     pub use self::ratify::common::v1 as common;
     pub use self::ratify::coordinator::v1 as coordinator;
     pub use self::ratify::example::bank::v1 as bank;
+    pub use self::ratify::jepsen::v1 as jepsen;
     pub use self::ratify::participant::v1 as participant;
     pub use self::ratify::raft::v1 as raft;
 }

@@ -47,7 +47,7 @@ pub struct PeerClient {
 
 impl PeerClient {
     fn new(node_id: u64, target: u64, addr: &str) -> Self {
-        let client = Endpoint::from_shared(addr.to_owned())
+        let client = Endpoint::from_shared(ratify_proto::dial::target(addr))
             .map(|e| {
                 let channel = e
                     .connect_timeout(limits::PEER_CONNECT_TIMEOUT)

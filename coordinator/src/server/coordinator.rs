@@ -48,6 +48,42 @@ pub struct CoordinatorService {
 }
 
 impl CoordinatorService {
+    /// Planted bug (d): a Resolve always proposes ABORT, whatever was decided before; with the
+    /// state machine's last-wins apply, it overwrites a COMMIT.
+    async fn resolve_last_wins(
+        &self,
+        req: ResolveRequest,
+    ) -> Result<Response<pbco::ResolveResponse>, Status> {
+        use ratify_proto::types::DecisionSource;
+        use ratify_proto::types::command::DecideItem;
+        tracing::warn!(txn_id = %req.txn_id, "planted bug: proposing ABORT over any earlier decision");
+        let cmd = Command {
+            proposed_at_unix_ms: now_unix_ms(),
+            kind: CommandKind::Decide(vec![DecideItem {
+                txn_id: req.txn_id,
+                decision: FinalDecision::Abort(AbortInfo {
+                    cause: AbortCause::ResolvedByParticipant,
+                    participant: Some(req.participant.clone()),
+                    no_reason: None,
+                    message: String::new(),
+                }),
+                source: DecisionSource::Resolve,
+                participants: vec![req.participant],
+            }]),
+        };
+        let reply = with_timeout(self.raft.client_write(cmd))
+            .await?
+            .map_err(|e| ClientWriteFailure(e).into_status(&self.raft))?;
+        match reply.data {
+            crate::state::CommandReply::Decided(applied) if !applied.is_empty() => {
+                let decision = applied[0].decision.clone();
+                Ok(Response::new(ResolveResponse { decision }.into()))
+            }
+            _ => Err(Status::internal(
+                "a Decide entry applied without a Decided reply",
+            )),
+        }
+    }
     /// Serve the client API of node `node_id`.
     pub fn new(
         node_id: u64,
@@ -110,11 +146,13 @@ impl CoordinatorService {
             match channels.get(&node.addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = tonic::transport::Endpoint::from_shared(node.addr.clone())
-                        .map_err(|_| self.not_leader())?
-                        .connect_timeout(limits::PEER_CONNECT_TIMEOUT)
-                        .tcp_nodelay(true)
-                        .connect_lazy();
+                    let c = tonic::transport::Endpoint::from_shared(ratify_proto::dial::target(
+                        &node.addr,
+                    ))
+                    .map_err(|_| self.not_leader())?
+                    .connect_timeout(limits::PEER_CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
                     channels.insert(node.addr.clone(), c.clone());
                     c
                 }
@@ -439,6 +477,9 @@ impl Coordinator for CoordinatorService {
                     |mut c, r| async move { c.resolve(r).await },
                 )
                 .await;
+        }
+        if ratify_proto::planted::active(ratify_proto::planted::Bug::LastWins) {
+            return self.resolve_last_wins(req).await;
         }
         let decision = match self.recorded(&req.txn_id) {
             Some((_, decision, _, _)) => decision,

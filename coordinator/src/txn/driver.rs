@@ -664,6 +664,21 @@ impl Driver {
             FinalDecision::Abort(_) => d.may_have_prepared(),
         };
         d.proposed = Some(decision.clone());
+        if decision == FinalDecision::Commit
+            && ratify_proto::planted::active(ratify_proto::planted::Bug::AnswerBeforeApply)
+        {
+            // Planted bug (c): tell the client before Raft has the decision.
+            d.waiters.retain(|(reply, kind)| {
+                if *kind == WaiterKind::Commit {
+                    out.push(Action::Reply {
+                        reply: *reply,
+                        answer: Answer::Outcome(Outcome::Committed),
+                    });
+                    return false;
+                }
+                true
+            });
+        }
         out.push(Action::Propose {
             items: vec![DecideItem {
                 txn_id,

@@ -150,11 +150,13 @@ impl Participants {
         let channel = match channels.get(&endpoint) {
             Some(c) => c.clone(),
             None => {
-                let c = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                    .map_err(|e| format!("{endpoint}: {e}"))?
-                    .connect_timeout(self.connect_timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                let c = tonic::transport::Endpoint::from_shared(ratify_proto::dial::target(
+                    endpoint.as_str(),
+                ))
+                .map_err(|e| format!("{endpoint}: {e}"))?
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true)
+                .connect_lazy();
                 channels.insert(endpoint, c.clone());
                 c
             }

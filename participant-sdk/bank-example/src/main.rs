@@ -77,6 +77,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    ratify_proto::dial::init_from_env().map_err(anyhow::Error::msg)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RATIFY_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

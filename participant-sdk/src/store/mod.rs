@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod locks;
 
+use ratify_proto::planted::{self, Bug};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
@@ -121,6 +122,13 @@ impl StoreConfig {
         }
         Ok(())
     }
+}
+
+/// Planted bug (e): where a committed transaction's writes are kept.
+fn planted_key(txn_id: TxnId) -> Vec<u8> {
+    let mut k = b"planted-applied/".to_vec();
+    k.extend_from_slice(&txn_id.to_bytes());
+    k
 }
 
 fn now_unix_ms() -> u64 {
@@ -790,6 +798,14 @@ impl RocksStore {
             return Err(e);
         }
         batch.delete_cf(cf(db, CF_PREPARED), txn_id.to_bytes());
+        if planted::active(Bug::NonIdempotentCommit) {
+            // Planted bug (e): keep the writes, to apply them again on a repeated Commit.
+            batch.put_cf(
+                cf(db, CF_META),
+                planted_key(txn_id),
+                codec::encode_prepared(&prepared.writes, 0),
+            );
+        }
         batch.put_cf(
             cf(db, CF_OUTCOMES),
             txn_id.to_bytes(),
@@ -807,6 +823,17 @@ impl RocksStore {
 
     fn finished_commit(&self, txn_id: TxnId) -> Result<AckStatus> {
         match self.recorded(txn_id)? {
+            Some(Recorded::Committed) if planted::active(Bug::NonIdempotentCommit) => {
+                // Planted bug (e): apply the kept writes again.
+                let db = &self.inner.db;
+                if let Some(bytes) = db.get_cf(cf(db, CF_META), planted_key(txn_id))? {
+                    let (writes, _) = codec::decode_prepared(&bytes)?;
+                    let mut batch = WriteBatch::default();
+                    self.apply_writes(&mut batch, &writes)?;
+                    db.write(batch)?;
+                }
+                Ok(AckStatus::Applied)
+            }
             Some(Recorded::Committed) | Some(Recorded::ReadOnly) => Ok(AckStatus::AlreadyApplied),
             Some(Recorded::Aborted) => {
                 tracing::error!(%txn_id, "Commit for a transaction aborted here: the coordinator's decision conflicts with this participant's record");
@@ -894,7 +921,15 @@ impl RocksStore {
             txn_id.to_bytes(),
             codec::encode_prepared(&writes, prepared_at_unix_ms),
         );
-        if let Err(e) = self.write_durable(batch).await {
+        let written = if planted::active(Bug::YesWithoutSync) {
+            // Planted bug (a): in memory only, so a crash after the YES loses it.
+            let mut wo = WriteOptions::default();
+            wo.disable_wal(true);
+            db.write_opt(batch, &wo).map_err(Error::from)
+        } else {
+            self.write_durable(batch).await
+        };
+        if let Err(e) = written {
             // Nothing is known durable: abort locally (safe before YES) and vote NO.
             *slot.state() = State::Done;
             let mut undo = WriteBatch::default();

@@ -226,6 +226,8 @@ async fn main() -> Result<()> {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
     init_tracing();
+    ratify_proto::dial::init_from_env().map_err(anyhow::Error::msg)?;
+    ratify_proto::planted::announce();
     match cli.command {
         Command::Coordinator(args) => {
             let sub = matches

@@ -1,0 +1,357 @@
+//! One test run: start the system, run the workload and the nemesis for the time limit, heal,
+//! wait for recovery, read the final state, check, report.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use ratify_check::{CheckResult, FinalState, OpType, ParticipantState, Valid};
+use ratify_participant::{Client, ClientConfig};
+use serde_json::json;
+
+use crate::nemesis::{self, Nemesis, Schedule};
+use crate::recorder::Recorder;
+use crate::rng::Rng;
+use crate::system::{System, SystemConfig};
+use crate::workload::{self, Kind, Workload};
+
+/// How long the final phase waits for a leader.
+pub const HEAL_LEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the final phase waits for every participant to have nothing in doubt and the
+/// leader to have no phase-2 work left.
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long workers get to finish their last operation after the time limit.
+pub const WORKER_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One test.
+#[derive(Debug, Clone)]
+pub struct TestConfig {
+    /// Name of the run (the store folder's parent).
+    pub name: String,
+    /// The workload.
+    pub workload: Kind,
+    /// The nemeses to draw from.
+    pub nemeses: Vec<Nemesis>,
+    /// How long the workload and the nemesis run.
+    pub time_limit: Duration,
+    /// Everything random comes from this.
+    pub seed: u64,
+    /// Client workers.
+    pub concurrency: u32,
+    /// Coordinators (3 or 5).
+    pub coordinators: usize,
+    /// Participants (≥ 3).
+    pub participants: usize,
+    /// Where runs are stored.
+    pub store: PathBuf,
+    /// A planted bug for every process.
+    pub planted_bug: Option<String>,
+    /// Where `ratify` and `ratify-jepsen-node` are.
+    pub bin_dir: PathBuf,
+    /// Fault timing.
+    pub schedule: Schedule,
+    /// Participants' resolve_after.
+    pub resolve_after_ms: u64,
+    /// The command line that reproduces the run.
+    pub command: String,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Overall verdict.
+    pub valid: Valid,
+    /// Per checker.
+    pub results: Vec<CheckResult>,
+    /// Completions: ok, fail, info.
+    pub counts: (u64, u64, u64),
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
+pub fn rfc3339(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> {
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    for item in items {
+        serde_json::to_writer(&mut w, item)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Check that every process says it runs the planted bug (binaries built without the
+/// `planted-bugs` feature ignore the switch, and the selftest would prove nothing).
+fn check_bug_announced(dir: &Path, system: &System) -> Result<()> {
+    let names = system
+        .coordinators
+        .iter()
+        .map(|c| c.name.clone())
+        .chain(system.participants.iter().map(|p| p.name.clone()));
+    for name in names {
+        let log = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log")))
+            .unwrap_or_default();
+        if !log.contains("planted bug") {
+            return Err(anyhow!(
+                "{name} does not report the planted bug: build the binaries with `--features planted-bugs` (or --all-features)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Run one test to the end.
+pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
+    let began = Instant::now();
+    let started_at = rfc3339(unix_now());
+    let stamp = started_at.replace([':', '-'], "");
+    let dir = cfg
+        .store
+        .join(format!("{stamp}-{}-seed{}", cfg.name, cfg.seed));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!(
+        "run {}: {} nemeses [{}], {} s, seed {}, {} workers → {}",
+        cfg.name,
+        cfg.workload.name(),
+        cfg.nemeses
+            .iter()
+            .map(|n| n.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.time_limit.as_secs(),
+        cfg.seed,
+        cfg.concurrency,
+        dir.display()
+    );
+    let mut rng = Rng::new(cfg.seed);
+    let system = System::start(
+        SystemConfig {
+            ratify_bin: cfg.bin_dir.join("ratify"),
+            node_bin: cfg.bin_dir.join("ratify-jepsen-node"),
+            coordinators: cfg.coordinators,
+            participants: cfg.participants,
+            resolve_after_ms: cfg.resolve_after_ms,
+            planted_bug: cfg.planted_bug.clone(),
+            seed: rng.next_u64(),
+        },
+        &dir,
+    )
+    .await
+    .context("starting the system")?;
+    if cfg.planted_bug.is_some() {
+        check_bug_announced(&dir, &system)?;
+    }
+    let recorder = Arc::new(Recorder::new(cfg.concurrency as u64));
+    let client = Client::with_config(
+        system.coordinator_endpoints(),
+        ClientConfig {
+            txn_timeout: Duration::from_secs(5),
+            commit_grace: Duration::from_secs(3),
+            call_timeout: Duration::from_secs(5),
+            dial_map: system.client_dial_map.clone(),
+            ..ClientConfig::default()
+        },
+    )?;
+    let names: Vec<String> = system.participants.iter().map(|p| p.name.clone()).collect();
+    let kvs = (0..names.len()).map(|i| system.kv(i)).collect();
+    let workload = Arc::new(Workload::new(
+        cfg.workload,
+        client,
+        kvs,
+        names,
+        recorder.clone(),
+    ));
+    workload.setup().await.context("workload set-up")?;
+    let system = Arc::new(tokio::sync::Mutex::new(system));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let nemesis_task = tokio::spawn(nemesis::run(
+        cfg.nemeses.clone(),
+        cfg.schedule,
+        system.clone(),
+        recorder.clone(),
+        rng.fork(1),
+        stop_rx.clone(),
+    ));
+    let mut workers = Vec::new();
+    for w in 0..cfg.concurrency {
+        let workload = workload.clone();
+        let recorder = recorder.clone();
+        let stop = stop_rx.clone();
+        let mut rng = rng.fork(100 + w as u64);
+        workers.push(tokio::spawn(async move {
+            let mut process = w as u64;
+            while !*stop.borrow() && !recorder.full() {
+                if workload.run_one(process, &mut rng).await {
+                    process = recorder.new_process();
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + cfg.time_limit;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = nemesis_task.await;
+    let drain = Instant::now() + WORKER_DRAIN_TIMEOUT;
+    for w in workers {
+        let left = drain.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, w).await.is_err() {
+            eprintln!(
+                "a worker did not finish within {WORKER_DRAIN_TIMEOUT:?}; its last operation stays open (unknown)"
+            );
+        }
+    }
+    // Final phase: heal, restart, wait for recovery, read.
+    let mut sys = system.lock().await;
+    let notes = sys.heal_all().await;
+    recorder.nemesis_info("heal", json!(notes));
+    let leader = sys.wait_for_leader(HEAL_LEADER_TIMEOUT).await;
+    recorder.nemesis_info("recovered", json!({"leader": leader.as_ref().ok().map(|s| sys.coordinators[*s].name.clone()), "error": leader.as_ref().err().map(|e| e.to_string())}));
+    let recovery_deadline = Instant::now() + RECOVERY_TIMEOUT;
+    let mut unfinished = Vec::new();
+    loop {
+        let mut in_doubt = 0;
+        for i in 0..sys.participants.len() {
+            match sys.dump(i, "\u{0}none/").await {
+                Ok(s) => in_doubt += s.in_doubt.len(),
+                Err(_) => in_doubt += 1,
+            }
+        }
+        let pending = sys
+            .phase2_pending()
+            .await
+            .unwrap_or_else(|e| vec![format!("unknown: {e}")]);
+        if in_doubt == 0 && pending.is_empty() {
+            recorder.nemesis_info("quiescent", json!({}));
+            break;
+        }
+        if Instant::now() > recovery_deadline {
+            recorder.nemesis_info(
+                "not-quiescent",
+                json!({"in_doubt": in_doubt, "phase2_pending": pending}),
+            );
+            unfinished = pending;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut final_state = FinalState {
+        unfinished,
+        ..FinalState::default()
+    };
+    for i in 0..sys.participants.len() {
+        let name = sys.participants[i].name.clone();
+        let state = match sys.dump(i, cfg.workload.prefix()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("final read of {name} failed: {e}");
+                ParticipantState::default()
+            }
+        };
+        final_state.participants.insert(name, state);
+    }
+    final_state.decisions = match sys.decisions().await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("reading the coordinator's decisions failed: {e}");
+            None
+        }
+    };
+    sys.stop_all().await;
+    drop(sys);
+    let (history, timeline) = recorder.take();
+    write_jsonl(&dir.join("history.jsonl"), &history)?;
+    write_jsonl(&dir.join("nemesis.jsonl"), &timeline)?;
+    std::fs::write(
+        dir.join("final.json"),
+        serde_json::to_vec_pretty(&final_state)?,
+    )?;
+    let in_doubt = ratify_check::indoubt::check(&final_state);
+    let mut results = match cfg.workload {
+        Kind::Bank => vec![ratify_check::bank::check(
+            &history,
+            &final_state,
+            &workload::bank_model(&workload),
+        )],
+        Kind::AtomicMarker => vec![ratify_check::atomic::check(&history, &final_state)],
+        Kind::ListAppend => {
+            // The final lists only count when nothing is left in doubt (a prepared append is
+            // not in a list yet, and would read as lost).
+            let lists = (in_doubt.valid == Valid::True)
+                .then(|| ratify_check::elle::final_lists(&final_state).ok())
+                .flatten();
+            vec![ratify_check::elle::check(&history, lists.as_ref())]
+        }
+    };
+    results.push(in_doubt);
+    let counts = history
+        .iter()
+        .fold((0, 0, 0), |(o, f, i), op| match op.kind {
+            OpType::Ok => (o + 1, f, i),
+            OpType::Fail => (o, f + 1, i),
+            OpType::Info => (o, f, i + 1),
+            OpType::Invoke => (o, f, i),
+        });
+    let info = ratify_report::RunInfo {
+        name: cfg.name.clone(),
+        workload: cfg.workload.name().to_owned(),
+        nemeses: cfg.nemeses.iter().map(|n| n.name().to_owned()).collect(),
+        seed: cfg.seed,
+        concurrency: cfg.concurrency,
+        time_limit_s: cfg.time_limit.as_secs_f64(),
+        started_at,
+        coordinators: cfg.coordinators as u32,
+        participants: cfg.participants as u32,
+        planted_bug: cfg.planted_bug.clone(),
+        duration_s: began.elapsed().as_secs_f64(),
+        command: cfg.command.clone(),
+    };
+    let valid = ratify_report::write(&dir, &info, &history, &timeline, &results)?;
+    let _ = ratify_report::write_store_index(&cfg.store);
+    if valid == Valid::True {
+        // The data directories are only needed to investigate a failure.
+        let _ = std::fs::remove_dir_all(dir.join("data"));
+    }
+    Ok(RunResult {
+        dir,
+        valid,
+        results,
+        counts,
+        duration: began.elapsed(),
+    })
+}

@@ -159,14 +159,24 @@ async fn run_entry(cli: &Cli, bin_dir: &std::path::Path, e: &Entry, schedule: Sc
                     format!("{} [{}]", c.checker, kinds.join(","))
                 })
                 .collect();
+            // A run passes only when valid (an `unknown` — something left in doubt, a participant
+            // unreadable — is not a pass); a planted bug passes only when caught.
             let passed = if e.expect_invalid {
                 r.valid == Valid::False
             } else {
-                r.valid != Valid::False
+                r.valid == Valid::True
             };
             let verdict = match r.valid {
                 Valid::True => "valid".to_owned(),
-                Valid::Unknown => "unknown".to_owned(),
+                Valid::Unknown => {
+                    let why: Vec<String> = r
+                        .results
+                        .iter()
+                        .filter(|c| c.valid == Valid::Unknown)
+                        .map(|c| format!("{}: {}", c.checker, c.summary))
+                        .collect();
+                    format!("UNKNOWN ({})", why.join("; "))
+                }
                 Valid::False => format!("INVALID by {}", caught_by.join("; ")),
             };
             let expect = if e.expect_invalid {
@@ -178,10 +188,13 @@ async fn run_entry(cli: &Cli, bin_dir: &std::path::Path, e: &Entry, schedule: Sc
                 name: e.name.clone(),
                 passed,
                 line: format!(
-                    "{verdict}{expect}; ok {} fail {} info {}; {:.0} s; {}",
+                    "{verdict}{expect}; ok {} fail {} info {}; {}{:.0} s; {}",
                     r.counts.0,
                     r.counts.1,
                     r.counts.2,
+                    r.first_anomaly_s
+                        .map(|s| format!("first violating txn invoked at {s:.1} s; "))
+                        .unwrap_or_default(),
                     r.duration.as_secs_f64(),
                     r.dir.display()
                 ),

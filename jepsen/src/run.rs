@@ -71,6 +71,31 @@ pub struct RunResult {
     pub counts: (u64, u64, u64),
     /// Wall time.
     pub duration: Duration,
+    /// When the earliest transaction named by a failing checker's anomaly was invoked, seconds
+    /// into the workload (how long the fault took to produce a detectable violation).
+    pub first_anomaly_s: Option<f64>,
+}
+
+/// The invocation time of the earliest operation named by an anomaly of a checker that said
+/// `false` (by history index, or by transaction id).
+fn first_anomaly(history: &[ratify_check::Op], results: &[CheckResult]) -> Option<f64> {
+    let mut by_txn: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for op in history {
+        if let Some(t) = &op.txn_id {
+            by_txn.entry(t.as_str()).or_insert(op.time);
+        }
+    }
+    results
+        .iter()
+        .filter(|r| r.valid == Valid::False)
+        .flat_map(|r| r.anomalies.iter())
+        .flat_map(|a| {
+            let by_index = a.ops.iter().filter_map(|&i| history.get(i as usize).map(|o| o.time));
+            let by_id = a.txn_id.as_deref().and_then(|t| by_txn.get(t).copied());
+            by_index.chain(by_id)
+        })
+        .min()
+        .map(|ns| ns as f64 / 1e9)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
@@ -347,11 +372,13 @@ pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
         // The data directories are only needed to investigate a failure.
         let _ = std::fs::remove_dir_all(dir.join("data"));
     }
+    let first_anomaly_s = first_anomaly(&history, &results);
     Ok(RunResult {
         dir,
         valid,
         results,
         counts,
         duration: began.elapsed(),
+        first_anomaly_s,
     })
 }

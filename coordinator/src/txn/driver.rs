@@ -156,6 +156,13 @@ pub enum Input {
         /// Decided transactions not yet acknowledged by everyone.
         pending: Vec<PendingPhase2>,
     },
+    /// The replicated state's decided-but-unacknowledged transactions, read periodically on
+    /// the leader (C6): any this driver does not track (a decision applied after the scan at
+    /// [`Input::BecameLeader`] that this driver did not propose) gets its phase 2.
+    Reconcile {
+        /// Decided transactions not yet acknowledged by everyone, decided a while ago.
+        pending: Vec<PendingPhase2>,
+    },
     /// This node is no longer the leader.
     LostLeadership,
     /// Time passed (deadlines, retries).
@@ -275,6 +282,8 @@ pub struct Driver {
     acked: BTreeMap<TxnId, BTreeSet<ParticipantId>>,
     /// When the oldest of `acked` arrived.
     acked_since_ms: Option<u64>,
+    /// Transactions whose phase 2 [`Input::Reconcile`] had to pick up.
+    reconciled: u64,
 }
 
 impl Driver {
@@ -287,7 +296,14 @@ impl Driver {
             phase2: BTreeMap::new(),
             acked: BTreeMap::new(),
             acked_since_ms: None,
+            reconciled: 0,
         }
+    }
+
+    /// How many transactions' phase 2 a [`Input::Reconcile`] picked up since start (each one
+    /// a decision this driver had missed).
+    pub fn reconciled(&self) -> u64 {
+        self.reconciled
     }
 
     /// Whether it acts as the leader.
@@ -423,6 +439,31 @@ impl Driver {
                     }
                 }
                 self.flush(now_unix_ms, &mut out);
+            }
+            Input::Reconcile { pending } => {
+                if self.leader {
+                    for p in pending {
+                        if self.deciding.contains_key(&p.txn_id)
+                            || self.phase2.contains_key(&p.txn_id)
+                            || self.acked.contains_key(&p.txn_id)
+                        {
+                            continue;
+                        }
+                        self.reconciled += 1;
+                        let entry = self.phase2.entry(p.txn_id).or_insert_with(|| Phase2 {
+                            decision: p.decision.clone(),
+                            deliveries: BTreeMap::new(),
+                        });
+                        for participant in p.pending {
+                            entry.deliveries.entry(participant).or_insert(Delivery {
+                                due_unix_ms: now_unix_ms,
+                                backoff_ms: self.config.phase2_backoff_min_ms,
+                                in_flight: false,
+                            });
+                        }
+                    }
+                    self.flush(now_unix_ms, &mut out);
+                }
             }
             Input::LostLeadership => {
                 self.leader = false;
@@ -1298,6 +1339,64 @@ mod tests {
             reply: 1,
             answer: Answer::Outcome(Outcome::Committed)
         }));
+    }
+
+    /// C6: a decision this driver missed (applied after its leadership scan, not proposed by
+    /// it) is picked up by the periodic reconciliation; tracked ones are left alone.
+    #[test]
+    fn reconcile_picks_up_missed_decisions_only() {
+        let mut d = Driver::new(DriverConfig::default());
+        d.step(0, Input::BecameLeader { pending: vec![] });
+        let tracked = txn(21);
+        commit(&mut d, 0, tracked, 1);
+        let missed = txn(22);
+        let pending = |id| PendingPhase2 {
+            txn_id: id,
+            decision: FinalDecision::Abort(AbortInfo::new(AbortCause::ClientAbort, String::new())),
+            pending: vec![p("a"), p("b")],
+        };
+        let actions = d.step(
+            5,
+            Input::Reconcile {
+                pending: vec![pending(tracked), pending(missed)],
+            },
+        );
+        let sent: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendPhase2 {
+                    participant,
+                    txn_ids,
+                    ..
+                } => Some((participant.clone(), txn_ids.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, vec![(p("a"), vec![missed]), (p("b"), vec![missed])]);
+        assert_eq!(d.reconciled(), 1);
+        // Already tracked now: a second reconcile adds nothing.
+        let again = d.step(
+            6,
+            Input::Reconcile {
+                pending: vec![pending(missed)],
+            },
+        );
+        assert!(
+            again
+                .iter()
+                .all(|a| !matches!(a, Action::SendPhase2 { .. }))
+        );
+        // A follower ignores it.
+        let mut f = Driver::new(DriverConfig::default());
+        assert!(
+            f.step(
+                0,
+                Input::Reconcile {
+                    pending: vec![pending(missed)]
+                }
+            )
+            .is_empty()
+        );
     }
 
     /// C10: a client retry of the same transaction waits for the same answer, or gets the

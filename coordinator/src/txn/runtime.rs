@@ -51,6 +51,12 @@ pub struct RuntimeConfig {
     pub outcome_retention: Duration,
     /// How often the leader proposes a compaction.
     pub compact_interval: Duration,
+    /// How often the leader compares the replicated decided-but-unacknowledged transactions
+    /// with its phase-2 work (C6).
+    pub reconcile_interval: Duration,
+    /// Only decisions at least this old are reconciled (younger ones are normally still on
+    /// their way from the proposer to the driver).
+    pub reconcile_min_age: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -67,6 +73,8 @@ impl Default for RuntimeConfig {
             participant_connect_timeout: Duration::from_millis(500),
             outcome_retention: Duration::from_secs(24 * 3600),
             compact_interval: Duration::from_secs(60),
+            reconcile_interval: Duration::from_secs(1),
+            reconcile_min_age: Duration::from_secs(2),
         }
     }
 }
@@ -204,6 +212,7 @@ pub fn spawn(
         jobs_tx,
         jobs_backlog: VecDeque::new(),
         last_compact: tokio::time::Instant::now(),
+        last_reconcile: tokio::time::Instant::now(),
         metrics,
     };
     tokio::spawn(runtime.run(rx, shutdown));
@@ -226,6 +235,7 @@ struct Runtime {
     /// Jobs the proposer could not take yet (the runtime never waits for it).
     jobs_backlog: VecDeque<Job>,
     last_compact: tokio::time::Instant,
+    last_reconcile: tokio::time::Instant,
     metrics: Arc<Metrics>,
 }
 
@@ -251,6 +261,7 @@ impl Runtime {
                 _ = tick.tick() => {
                     inputs.push(Input::Tick);
                     self.maybe_compact();
+                    self.maybe_reconcile(&mut inputs);
                 }
                 changed = metrics.changed() => {
                     if changed.is_err() {
@@ -346,6 +357,7 @@ impl Runtime {
         let now = now_unix_ms();
         let mut actions = Vec::new();
         let mut decided = false;
+        let reconciled_before = self.driver.reconciled();
         for input in inputs {
             match &input {
                 Input::Decided { .. } => decided = true,
@@ -371,6 +383,14 @@ impl Runtime {
         }
         self.metrics
             .driver_load(self.driver.deciding_len(), self.driver.phase2_backlog());
+        let picked_up = self.driver.reconciled() - reconciled_before;
+        if picked_up > 0 {
+            tracing::warn!(
+                node_id = self.node_id,
+                transactions = picked_up,
+                "phase 2 resumed by reconciliation for decisions this leader had missed"
+            );
+        }
         self.execute(actions, decided);
     }
 
@@ -454,6 +474,37 @@ impl Runtime {
         let before_unix_ms =
             now_unix_ms().saturating_sub(self.config.outcome_retention.as_millis() as u64);
         self.jobs_backlog.push_back(Job::Compact { before_unix_ms });
+    }
+
+    /// C6: phase-2 work is derivable from the replicated state; every `reconcile_interval`
+    /// the leader hands the driver the decided-but-unacknowledged transactions, so a decision
+    /// applied after its leadership scan that it did not propose (a previous leadership's
+    /// entry committed late) still gets its phase 2.
+    fn maybe_reconcile(&mut self, inputs: &mut Vec<Input>) {
+        if !self.driver.is_leader()
+            || self.last_reconcile.elapsed() < self.config.reconcile_interval
+        {
+            return;
+        }
+        self.last_reconcile = tokio::time::Instant::now();
+        let older_than =
+            now_unix_ms().saturating_sub(self.config.reconcile_min_age.as_millis() as u64);
+        let pending: Vec<PendingPhase2> = {
+            let v = self.view.read();
+            v.state
+                .decided
+                .iter()
+                .filter(|(_, r)| r.decided_at_unix_ms <= older_than)
+                .map(|(txn_id, r)| PendingPhase2 {
+                    txn_id: *txn_id,
+                    decision: r.decision.clone(),
+                    pending: r.pending.iter().cloned().collect(),
+                })
+                .collect()
+        };
+        if !pending.is_empty() {
+            inputs.push(Input::Reconcile { pending });
+        }
     }
 
     fn push_jobs(&mut self) {

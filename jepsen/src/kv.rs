@@ -18,8 +18,11 @@ pub const KEY_LEN_MAX: usize = 128;
 pub const LIST_LEN_MAX: usize = 100_000;
 /// Keys read in one call, at most.
 pub const READ_KEYS_MAX: usize = 1_000;
-/// Entries returned by one Dump, at most.
+/// Entries returned by one Dump, at most; a participant holding more refuses the Dump rather
+/// than return part of its data (the checkers would read the rest as lost).
 pub const DUMP_ENTRIES_MAX: usize = 1_000_000;
+/// Largest Dump reply, in bytes.
+pub const DUMP_BYTES_MAX: usize = 512 * 1024 * 1024;
 
 #[allow(clippy::result_large_err)] // tonic::Status
 fn check_key(key: &str) -> Result<(), Status> {
@@ -188,9 +191,16 @@ impl JepsenKv for Kv {
         request: Request<pb::DumpRequest>,
     ) -> Result<Response<pb::DumpReply>, Status> {
         let req = request.into_inner();
-        let entries = self
+        let rows = self
             .store
-            .scan_committed(req.prefix.as_bytes(), DUMP_ENTRIES_MAX)?
+            .scan_committed(req.prefix.as_bytes(), DUMP_ENTRIES_MAX + 1)?;
+        if rows.len() > DUMP_ENTRIES_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "more than {DUMP_ENTRIES_MAX} entries under {:?}",
+                req.prefix
+            )));
+        }
+        let entries = rows
             .into_iter()
             .map(|(k, value)| pb::Entry {
                 key: String::from_utf8_lossy(&k).into_owned(),

@@ -373,11 +373,17 @@ async fn start(
                 ],
                 _ => coords.iter().chain(parts.iter()).cloned().collect(),
             };
-            for v in &victims {
-                system.kill(v).await?;
+            // Whoever was killed is restarted at the end, even if a later kill failed.
+            let mut killed = Vec::new();
+            let mut errors = Vec::new();
+            for v in victims {
+                match system.kill(&v).await {
+                    Ok(()) => killed.push(v),
+                    Err(e) => errors.push(format!("{v}: {e}")),
+                }
             }
-            let value = json!({"killed": victims});
-            (Undo::Restart(victims), value)
+            let value = json!({"killed": killed, "errors": errors});
+            (Undo::Restart(killed), value)
         }
         Nemesis::Pause => {
             let all: Vec<String> = coords.iter().chain(parts.iter()).cloned().collect();

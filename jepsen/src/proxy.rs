@@ -64,8 +64,6 @@ impl Faults {
 #[derive(Debug, Clone, Default)]
 struct LinkState {
     faults: Faults,
-    /// Connections with an id below this are closed (set when a cut begins).
-    killed_below: u64,
     /// Connections with an id below this wait while `faults.hold`.
     held_below: u64,
 }
@@ -101,9 +99,6 @@ impl Link {
     fn set(&self, faults: Faults) {
         let next = self.next_conn.load(Ordering::SeqCst);
         self.state.send_modify(|s| {
-            if faults.cut && !s.faults.cut {
-                s.killed_below = next;
-            }
             if faults.hold && !s.faults.hold {
                 s.held_below = next;
             }
@@ -256,8 +251,27 @@ async fn blackhole(down: TcpStream, mut rx: watch::Receiver<LinkState>) {
     drop(down);
 }
 
-fn killed(id: u64, s: &LinkState) -> bool {
-    s.faults.cut && id < s.killed_below
+/// Whether a relayed connection must close: every one does while its link is cut (relayed
+/// connections are only made while the link is not cut, so all of them predate the cut).
+fn killed(_id: u64, s: &LinkState) -> bool {
+    s.faults.cut
+}
+
+/// Resolves when the connection must close: its link is cut, or the other direction ended.
+async fn until_closed(
+    id: u64,
+    mut rx: watch::Receiver<LinkState>,
+    mut done_rx: watch::Receiver<bool>,
+) {
+    loop {
+        if killed(id, &rx.borrow_and_update()) || *done_rx.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            r = done_rx.changed() => if r.is_err() { return },
+        }
+    }
 }
 
 fn held(id: u64, s: &LinkState) -> bool {
@@ -323,7 +337,13 @@ async fn pump(
                         _ = done_rx.changed() => {}
                     }
                 }
-                if dst.write_all(&bytes).await.is_err() {
+                // A receiver that does not read (a paused process) must not keep a cut or a
+                // closed connection alive.
+                let written = tokio::select! {
+                    r = dst.write_all(&bytes) => r.is_ok(),
+                    _ = until_closed(id, rx.clone(), done_rx.clone()) => false,
+                };
+                if !written {
                     let _ = done_tx.send(true);
                     return;
                 }

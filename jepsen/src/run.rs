@@ -90,7 +90,10 @@ fn first_anomaly(history: &[ratify_check::Op], results: &[CheckResult]) -> Optio
         .filter(|r| r.valid == Valid::False)
         .flat_map(|r| r.anomalies.iter())
         .flat_map(|a| {
-            let by_index = a.ops.iter().filter_map(|&i| history.get(i as usize).map(|o| o.time));
+            let by_index = a
+                .ops
+                .iter()
+                .filter_map(|&i| history.get(i as usize).map(|o| o.time));
             let by_id = a.txn_id.as_deref().and_then(|t| by_txn.get(t).copied());
             by_index.chain(by_id)
         })
@@ -141,6 +144,10 @@ fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> {
 
 /// Check that every process says it runs the planted bug (binaries built without the
 /// `planted-bugs` feature ignore the switch, and the selftest would prove nothing).
+fn cfg_bug_line(system: &System) -> String {
+    format!("planted bug {:?}", system.planted_bug().unwrap_or_default())
+}
+
 fn check_bug_announced(dir: &Path, system: &System) -> Result<()> {
     let names = system
         .coordinators
@@ -150,13 +157,94 @@ fn check_bug_announced(dir: &Path, system: &System) -> Result<()> {
     for name in names {
         let log = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log")))
             .unwrap_or_default();
-        if !log.contains("planted bug") {
+        let bug = cfg_bug_line(system);
+        if !log.contains(&bug) {
             return Err(anyhow!(
                 "{name} does not report the planted bug: build the binaries with `--features planted-bugs` (or --all-features)"
             ));
         }
     }
     Ok(())
+}
+
+/// The `processes` checker: a panic in any process's log, or a process that exited by itself
+/// more often than its log shows a failpoint firing, is a bug (`false`) even when the history
+/// looks fine (a panicking task can hide behind retries).
+fn process_health(dir: &Path, timeline: &[ratify_check::NemesisEvent]) -> CheckResult {
+    let mut anomalies = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    let logs = std::fs::read_dir(dir.join("logs"))
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default();
+    for entry in logs {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("log") {
+            continue;
+        }
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("?")
+            .to_owned();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let panics: Vec<&str> = text.lines().filter(|l| l.contains("panicked at")).collect();
+        let fired = text
+            .lines()
+            .filter(|l| l.starts_with("failpoint ") && l.contains(" hit"))
+            .count();
+        let crashes = timeline
+            .iter()
+            .filter(|e| {
+                e.f == "crash"
+                    && e.value.get("process").and_then(|p| p.as_str()) == Some(name.as_str())
+            })
+            .count();
+        *counts.entry("processes".to_owned()).or_insert(0) += 1;
+        *counts.entry("failpoints-fired".to_owned()).or_insert(0) += fired as u64;
+        *counts.entry("crashes".to_owned()).or_insert(0) += crashes as u64;
+        for p in panics
+            .iter()
+            .take(ratify_check::history::ANOMALIES_PER_KIND_MAX as usize)
+        {
+            anomalies.push(ratify_check::Anomaly {
+                kind: "panic".into(),
+                detail: format!("{name}: {p}"),
+                ops: Vec::new(),
+                txn_id: None,
+            });
+        }
+        *counts.entry("panic".to_owned()).or_insert(0) += panics.len() as u64;
+        if crashes > fired {
+            anomalies.push(ratify_check::Anomaly {
+                kind: "unexpected-exit".into(),
+                detail: format!("{name} exited by itself {crashes} times, {fired} of them at a failpoint (see logs/{name}.log)"),
+                ops: Vec::new(),
+                txn_id: None,
+            });
+            *counts.entry("unexpected-exit".to_owned()).or_insert(0) += (crashes - fired) as u64;
+        }
+    }
+    let valid = if anomalies.is_empty() {
+        Valid::True
+    } else {
+        Valid::False
+    };
+    let summary = if anomalies.is_empty() {
+        format!(
+            "no panics; every self-inflicted exit was a failpoint ({} processes, {} failpoint crashes)",
+            counts.get("processes").copied().unwrap_or(0),
+            counts.get("failpoints-fired").copied().unwrap_or(0)
+        )
+    } else {
+        format!("{} problems in the process logs", anomalies.len())
+    };
+    CheckResult {
+        checker: "processes".into(),
+        valid,
+        summary,
+        anomalies,
+        counts,
+    }
 }
 
 /// Run one test to the end.
@@ -255,9 +343,12 @@ pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
     let drain = Instant::now() + WORKER_DRAIN_TIMEOUT;
     for w in workers {
         let left = drain.saturating_duration_since(Instant::now());
+        let abort = w.abort_handle();
         if tokio::time::timeout(left, w).await.is_err() {
+            // Stopped, so it cannot commit while the final state is read.
+            abort.abort();
             eprintln!(
-                "a worker did not finish within {WORKER_DRAIN_TIMEOUT:?}; its last operation stays open (unknown)"
+                "a worker did not finish within {WORKER_DRAIN_TIMEOUT:?}; stopped, its last operation stays open (unknown)"
             );
         }
     }
@@ -344,6 +435,7 @@ pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
         }
     };
     results.push(in_doubt);
+    results.push(process_health(&dir, &timeline));
     let counts = history
         .iter()
         .fold((0, 0, 0), |(o, f, i), op| match op.kind {
@@ -381,4 +473,16 @@ pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
         duration: began.elapsed(),
         first_anomaly_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_unix_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_050_781), "2026-11-30T14:59:41Z");
+    }
 }

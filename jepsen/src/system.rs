@@ -327,6 +327,11 @@ impl System {
         .with_listen(addr)
     }
 
+    /// The planted bug every process runs, if any.
+    pub fn planted_bug(&self) -> Option<String> {
+        self.config.planted_bug.clone()
+    }
+
     /// Every coordinator's real endpoint.
     pub fn coordinator_endpoints(&self) -> Vec<Endpoint> {
         self.coordinators.iter().map(|c| endpoint(c.addr)).collect()
@@ -352,7 +357,7 @@ impl System {
         .timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect_lazy();
-        JepsenKvClient::new(channel)
+        JepsenKvClient::new(channel).max_decoding_message_size(crate::kv::DUMP_BYTES_MAX)
     }
 
     /// One coordinator's view, if it answers within [`STATUS_TIMEOUT`].

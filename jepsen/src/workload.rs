@@ -77,6 +77,40 @@ struct ListState {
     next_value: u64,
 }
 
+impl ListState {
+    fn new() -> Self {
+        Self {
+            active: (0..ACTIVE_KEYS as u64).map(|k| (k, 0)).collect(),
+            next_key: ACTIVE_KEYS as u64,
+            next_value: 1,
+        }
+    }
+
+    /// 1–4 micro-operations: `(is_append, key, value)`; values are unique, and a key that has
+    /// taken [`APPENDS_PER_KEY_MAX`] appends is replaced by a fresh one.
+    fn next_ops(&mut self, rng: &mut Rng) -> Vec<(bool, u64, u64)> {
+        let n = rng.range(1, 4);
+        let mut ops = Vec::new();
+        for _ in 0..n {
+            let slot = rng.below(self.active.len() as u64) as usize;
+            let key = self.active[slot].0;
+            if rng.chance(0.5) {
+                let v = self.next_value;
+                self.next_value += 1;
+                self.active[slot].1 += 1;
+                if self.active[slot].1 >= APPENDS_PER_KEY_MAX {
+                    self.active[slot] = (self.next_key, 0);
+                    self.next_key += 1;
+                }
+                ops.push((true, key, v));
+            } else {
+                ops.push((false, key, 0));
+            }
+        }
+        ops
+    }
+}
+
 /// What every worker shares.
 pub struct Workload {
     /// Which.
@@ -113,11 +147,7 @@ impl Workload {
             kvs,
             names,
             accounts_per_participant: 4,
-            list: Mutex::new(ListState {
-                active: (0..ACTIVE_KEYS as u64).map(|k| (k, 0)).collect(),
-                next_key: ACTIVE_KEYS as u64,
-                next_value: 1,
-            }),
+            list: Mutex::new(ListState::new()),
             recorder,
         }
     }
@@ -140,21 +170,36 @@ impl Workload {
             let mut attempts = 0;
             loop {
                 attempts += 1;
+                // Idempotent: an earlier attempt whose outcome was lost may have committed, so
+                // each account is topped up to the opening balance, not added to.
                 let txn = self.client.begin();
                 let mut ok = true;
-                for a in 0..self.accounts_per_participant {
+                let keys: Vec<String> = (0..self.accounts_per_participant)
+                    .map(|a| format!("acct/a{a}"))
+                    .collect();
+                let mut kv = self.kvs[i].clone();
+                let current = match kv
+                    .read_ints(txn.request(&pid(name), pbj::ReadRequest { keys: keys.clone() }))
+                    .await
+                {
+                    Ok(r) => r.into_inner().values,
+                    Err(_) => {
+                        ok = false;
+                        Default::default()
+                    }
+                };
+                for key in keys.iter().filter(|_| ok) {
+                    let delta = INITIAL_BALANCE - current.get(key).copied().unwrap_or(0);
+                    if delta == 0 {
+                        continue;
+                    }
                     let req = pbj::AddRequest {
-                        key: format!("acct/a{a}"),
-                        delta: INITIAL_BALANCE,
+                        key: key.clone(),
+                        delta,
                         has_floor: false,
                         floor: 0,
                     };
-                    if self.kvs[i]
-                        .clone()
-                        .add(txn.request(&pid(name), req))
-                        .await
-                        .is_err()
-                    {
+                    if kv.add(txn.request(&pid(name), req)).await.is_err() {
                         ok = false;
                         break;
                     }
@@ -203,8 +248,21 @@ impl Workload {
             Ok(Outcome::Committed) => (OpType::Ok, None),
             Ok(Outcome::Aborted(info)) => (OpType::Fail, Some(format!("aborted: {info:?}"))),
             Ok(Outcome::Unknown) => (OpType::Info, Some("commit outcome unknown".into())),
-            // Refused as a request (malformed, unknown participant): nothing was decided.
-            Err(e) => (OpType::Fail, Some(format!("commit refused: {e}"))),
+            // The call failed for a reason the client does not retry; an earlier attempt may
+            // still have started two-phase commit, so ask before calling it anything.
+            Err(e) => match self.client.status(id).await.map(|s| s.outcome) {
+                Ok(Outcome::Committed) => (
+                    OpType::Ok,
+                    Some(format!("commit call failed ({e}); status: committed")),
+                ),
+                Ok(Outcome::Aborted(info)) => (
+                    OpType::Fail,
+                    Some(format!(
+                        "commit call failed ({e}); status: aborted {info:?}"
+                    )),
+                ),
+                _ => (OpType::Info, Some(format!("commit call failed: {e}"))),
+            },
         }
     }
 
@@ -360,26 +418,10 @@ impl Workload {
     }
 
     fn list_ops(&self, rng: &mut Rng) -> Vec<(bool, u64, u64)> {
-        let mut st = self.list.lock().unwrap_or_else(|p| p.into_inner());
-        let n = rng.range(1, 4);
-        let mut ops = Vec::new();
-        for _ in 0..n {
-            let slot = rng.below(st.active.len() as u64) as usize;
-            let key = st.active[slot].0;
-            if rng.chance(0.5) {
-                let v = st.next_value;
-                st.next_value += 1;
-                st.active[slot].1 += 1;
-                if st.active[slot].1 >= APPENDS_PER_KEY_MAX {
-                    st.active[slot] = (st.next_key, 0);
-                    st.next_key += 1;
-                }
-                ops.push((true, key, v));
-            } else {
-                ops.push((false, key, 0));
-            }
-        }
-        ops
+        self.list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_ops(rng)
     }
 
     async fn list_txn(&self, process: u64, rng: &mut Rng) -> bool {
@@ -476,5 +518,35 @@ pub fn bank_model(workload: &Workload) -> ratify_check::bank::BankModel {
     ratify_check::bank::BankModel {
         accounts: workload.accounts(),
         initial_balance: INITIAL_BALANCE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appended values are unique, keys retire after their quota, and every operation is
+    /// an append or a read of an active key.
+    #[test]
+    fn list_ops_use_unique_values_and_retire_keys() {
+        let mut st = ListState::new();
+        let mut rng = Rng::new(9);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut per_key: std::collections::BTreeMap<u64, u64> = Default::default();
+        for _ in 0..5_000 {
+            let ops = st.next_ops(&mut rng);
+            assert!((1..=4).contains(&ops.len()));
+            for (append, k, v) in ops {
+                if append {
+                    assert!(seen.insert(v), "value {v} appended twice");
+                    *per_key.entry(k).or_default() += 1;
+                }
+            }
+        }
+        assert!(per_key.values().all(|&n| n <= APPENDS_PER_KEY_MAX));
+        assert!(
+            st.next_key > ACTIVE_KEYS as u64,
+            "keys were retired and replaced"
+        );
     }
 }

@@ -7,8 +7,8 @@
 //! connection this process opens to `FROM` (peers, participants, the leader named in a hint)
 //! goes to `TO` instead; nothing else changes (the advertised addresses, the replicated
 //! membership and registry keep `FROM`). A process embedding Ratify's client may set the map
-//! in code with [`set`] before its first connection. Operator tools (admin calls) are not
-//! rewritten.
+//! in code with [`set`] before its first connection (or give the SDK's client its own map,
+//! `ClientConfig::dial_map`). A process without a map connects directly.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -47,10 +47,11 @@ pub fn set(map: BTreeMap<String, String>) -> bool {
 
 fn map() -> &'static BTreeMap<String, String> {
     MAP.get_or_init(|| match std::env::var(ENV) {
+        // Ratify's binaries check the map at start ([`init_from_env`]) and refuse to run with a
+        // malformed one; a library user who did not is told here, and connects directly.
         Ok(text) => parse(&text).unwrap_or_else(|e| {
-            // A malformed map would silently bypass the proxies a test relies on.
-            eprintln!("{e}; refusing to start");
-            std::process::exit(2)
+            eprintln!("{e}: ignoring the malformed dial map");
+            BTreeMap::new()
         }),
         Err(_) => BTreeMap::new(),
     })

@@ -24,7 +24,8 @@ pub enum Bug {
     /// a decision exists, and the state machine overwrites the earlier decision.
     LastWins,
     /// (e) P7 broken: commit is not idempotent: the committed writes are kept, and a repeated
-    /// Commit (a phase-2 retry whose first acknowledgement was lost) applies them again.
+    /// Commit (a phase-2 retry whose first acknowledgement was lost) writes them again — the
+    /// values of that moment, undoing whatever later transactions wrote to those keys.
     NonIdempotentCommit,
 }
 

@@ -284,7 +284,14 @@ pub struct Driver {
     acked_since_ms: Option<u64>,
     /// Transactions whose phase 2 [`Input::Reconcile`] had to pick up.
     reconciled: u64,
+    /// Transactions in a Forget proposal not known to have failed, with when it was made:
+    /// reconciliation leaves them alone for [`FORGET_GRACE_MS`].
+    forgetting: BTreeMap<TxnId, u64>,
 }
+
+/// How long a proposed Forget may take to apply before reconciliation resends the
+/// transaction's phase 2 (a Forget lost with a leadership change is retried that way).
+pub const FORGET_GRACE_MS: u64 = 30_000;
 
 impl Driver {
     /// A driver that is not (yet) the leader.
@@ -297,6 +304,7 @@ impl Driver {
             acked: BTreeMap::new(),
             acked_since_ms: None,
             reconciled: 0,
+            forgetting: BTreeMap::new(),
         }
     }
 
@@ -417,6 +425,7 @@ impl Driver {
                     self.acked_since_ms.get_or_insert(now_unix_ms);
                 }
                 for ack in acks {
+                    self.forgetting.remove(&ack.txn_id);
                     self.acked
                         .entry(ack.txn_id)
                         .or_default()
@@ -442,10 +451,13 @@ impl Driver {
             }
             Input::Reconcile { pending } => {
                 if self.leader {
+                    let grace_from = now_unix_ms.saturating_sub(FORGET_GRACE_MS);
+                    self.forgetting.retain(|_, at| *at >= grace_from);
                     for p in pending {
                         if self.deciding.contains_key(&p.txn_id)
                             || self.phase2.contains_key(&p.txn_id)
                             || self.acked.contains_key(&p.txn_id)
+                            || self.forgetting.contains_key(&p.txn_id)
                         {
                             continue;
                         }
@@ -479,6 +491,7 @@ impl Driver {
                 // state); at worst it resends a message a participant already applied (P7).
                 self.phase2.clear();
                 self.acked.clear();
+                self.forgetting.clear();
                 self.acked_since_ms = None;
             }
             Input::Tick => {
@@ -878,6 +891,7 @@ impl Driver {
                 let Some((txn_id, participants)) = self.acked.pop_first() else {
                     break;
                 };
+                self.forgetting.insert(txn_id, now);
                 acks.push(PhaseTwoAck {
                     txn_id,
                     participants: participants.into_iter().collect(),
@@ -1385,6 +1399,60 @@ mod tests {
             again
                 .iter()
                 .all(|a| !matches!(a, Action::SendPhase2 { .. }))
+        );
+        // A transaction whose Forget was just proposed is left alone until the grace ends.
+        let acked = txn(23);
+        d.step(
+            7,
+            Input::Reconcile {
+                pending: vec![pending(acked)],
+            },
+        );
+        d.step(
+            8,
+            Input::Acks {
+                participant: p("a"),
+                acks: vec![(acked, AckStatus::Applied)],
+            },
+        );
+        let forget = d.step(
+            9,
+            Input::Acks {
+                participant: p("b"),
+                acks: vec![(acked, AckStatus::Applied)],
+            },
+        );
+        let forget = [
+            forget,
+            d.step(9 + DriverConfig::default().forget_delay_ms, Input::Tick),
+        ]
+        .concat();
+        assert!(
+            forget
+                .iter()
+                .any(|a| matches!(a, Action::ProposeForget { .. })),
+            "{forget:?}"
+        );
+        let during = d.step(
+            100,
+            Input::Reconcile {
+                pending: vec![pending(acked)],
+            },
+        );
+        assert!(
+            during
+                .iter()
+                .all(|a| !matches!(a, Action::SendPhase2 { .. }))
+        );
+        let after = d.step(
+            100 + FORGET_GRACE_MS,
+            Input::Reconcile {
+                pending: vec![pending(acked)],
+            },
+        );
+        assert!(
+            after.iter().any(|a| matches!(a, Action::SendPhase2 { .. })),
+            "{after:?}"
         );
         // A follower ignores it.
         let mut f = Driver::new(DriverConfig::default());

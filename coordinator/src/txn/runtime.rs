@@ -57,6 +57,8 @@ pub struct RuntimeConfig {
     /// Only decisions at least this old are reconciled (younger ones are normally still on
     /// their way from the proposer to the driver).
     pub reconcile_min_age: Duration,
+    /// Transactions handed to one reconciliation, at most (the oldest first).
+    pub reconcile_batch_max: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -75,6 +77,7 @@ impl Default for RuntimeConfig {
             compact_interval: Duration::from_secs(60),
             reconcile_interval: Duration::from_secs(1),
             reconcile_min_age: Duration::from_secs(2),
+            reconcile_batch_max: 10_000,
         }
     }
 }
@@ -495,6 +498,7 @@ impl Runtime {
                 .decided
                 .iter()
                 .filter(|(_, r)| r.decided_at_unix_ms <= older_than)
+                .take(self.config.reconcile_batch_max)
                 .map(|(txn_id, r)| PendingPhase2 {
                     txn_id: *txn_id,
                     decision: r.decision.clone(),

@@ -70,7 +70,7 @@ async fn main() -> Result<()> {
         .init();
     let store_config = StoreConfig {
         staged_timeout: Duration::from_millis(args.staged_timeout_ms),
-        scan_rows_max: DUMP_ENTRIES_MAX,
+        scan_rows_max: DUMP_ENTRIES_MAX + 1,
         ..StoreConfig::default()
     };
     let store = RocksStore::open(&args.data_dir, store_config)
@@ -107,7 +107,10 @@ async fn main() -> Result<()> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(participant.service())
-        .add_service(JepsenKvServer::new(Kv::new(store, lock_wait)))
+        .add_service(
+            JepsenKvServer::new(Kv::new(store, lock_wait))
+                .max_encoding_message_size(ratify_jepsen::kv::DUMP_BYTES_MAX),
+        )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown_signal(),

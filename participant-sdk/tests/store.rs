@@ -571,3 +571,45 @@ async fn concurrent_commits_share_fsyncs() {
         n
     );
 }
+
+/// P2, P7: a Prepare or Commit whose caller stops waiting (a cancelled RPC) still runs to the
+/// end, so the retry finds the transaction prepared (then committed), not stuck half-way.
+/// Found by the fault-injection harness: a participant panicked on a retried Prepare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_prepare_and_commit_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    for i in 0..200u64 {
+        let id = TxnId::new_v7();
+        let key = format!("k{i}");
+        let txn = store.txn(&ctx(id)).expect("begin");
+        txn.put(key.as_bytes(), b"v").await.expect("stage");
+        // The caller gives up at some point of the prepare (often while it waits for fsync).
+        let s = store.clone();
+        let call = tokio::spawn(async move { s.prepare(id).await });
+        tokio::time::sleep(Duration::from_micros(i * 5)).await;
+        call.abort();
+        assert_eq!(
+            store.prepare(id).await.expect("retried prepare"),
+            Vote::Yes,
+            "round {i}"
+        );
+        let s = store.clone();
+        let call = tokio::spawn(async move { s.commit(id).await });
+        tokio::time::sleep(Duration::from_micros(i * 5)).await;
+        call.abort();
+        let again = store.commit(id).await.expect("retried commit");
+        assert!(
+            matches!(again, AckStatus::Applied | AckStatus::AlreadyApplied),
+            "round {i}: {again:?}"
+        );
+        assert_eq!(
+            store
+                .read_committed(key.as_bytes())
+                .expect("read")
+                .map(|(_, v)| v),
+            Some(b"v".to_vec()),
+            "round {i}"
+        );
+    }
+}

@@ -712,8 +712,11 @@ fn all_messages() -> BTreeMap<String, prost_types::DescriptorProto> {
         }
     }
     for file in &set.file {
-        // Example services use their wire types directly; they have no domain types.
-        if file.package().starts_with("ratify.example.") {
+        // Example services and the harness's KV service use their wire types directly; they
+        // have no domain types.
+        if file.package().starts_with("ratify.example.")
+            || file.package().starts_with("ratify.jepsen.")
+        {
             continue;
         }
         walk(file.package(), &file.message_type, &mut out);

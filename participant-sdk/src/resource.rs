@@ -23,6 +23,10 @@ pub struct InDoubt {
 }
 
 /// A participant's store, as the 2PC runtime sees it.
+///
+/// The runtime runs every `prepare`, `commit`, `abort` and `commit_one_phase` to completion
+/// (in a task of its own), even when the coordinator's call that asked for it is cancelled:
+/// implementations need not be cancel-safe.
 pub trait Resource: Send + Sync + 'static {
     /// Phase 1: make the transaction's staged work durable and vote (P2, P5, P6).
     /// - staged work, now durable: `Vote::Yes`; nothing to write: `Vote::ReadOnly` (locks

@@ -4,6 +4,7 @@
 //! outcome retention).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +121,19 @@ fn vote_for_error(e: &Error) -> Vote {
     }
 }
 
+/// Run a handler's work on the resource to the end in a task of its own. tonic drops a
+/// handler's future when the caller gives up (its deadline passes, its connection breaks); a
+/// phase transition dropped between its in-memory step and its durable write would leave the
+/// transaction stuck half-way (locks held, the next Prepare or Commit answered wrongly). Done
+/// here, once, so no `Resource` implementation has to be cancel-safe.
+async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Status::internal(format!("the participant's work stopped: {e}")))
+}
+
 #[tonic::async_trait]
 impl<R: Resource> ParticipantApi for ParticipantService<R> {
     async fn prepare(
@@ -127,23 +141,28 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         request: Request<pbp::PrepareRequest>,
     ) -> Result<Response<pbp::PrepareResponse>, Status> {
         let batch = batch(request, self.batch_txns_max)?;
+        let resource = self.resource.clone();
         // Concurrently: the store's group commit then covers the whole batch with one fsync.
-        let votes = join_all(batch.txn_ids.iter().map(|&txn_id| async move {
-            let vote = match self.resource.prepare(txn_id).await {
-                Ok(v) => {
-                    if v == Vote::Yes {
-                        ratify_proto::failpoint::hit(FAILPOINT_AFTER_PREPARE);
+        let votes = to_completion(async move {
+            let resource = &resource;
+            join_all(batch.txn_ids.iter().map(|&txn_id| async move {
+                let vote = match resource.prepare(txn_id).await {
+                    Ok(v) => {
+                        if v == Vote::Yes {
+                            ratify_proto::failpoint::hit(FAILPOINT_AFTER_PREPARE);
+                        }
+                        v
                     }
-                    v
-                }
-                Err(e) => {
-                    tracing::warn!(%txn_id, error = %e, "prepare failed; voting NO");
-                    vote_for_error(&e)
-                }
-            };
-            PrepareResult { txn_id, vote }
-        }))
-        .await;
+                    Err(e) => {
+                        tracing::warn!(%txn_id, error = %e, "prepare failed; voting NO");
+                        vote_for_error(&e)
+                    }
+                };
+                PrepareResult { txn_id, vote }
+            }))
+            .await
+        })
+        .await?;
         Ok(Response::new(convert::prepare_results_to_wire(votes)))
     }
 
@@ -153,13 +172,18 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
     ) -> Result<Response<pbp::CommitResponse>, Status> {
         let batch = batch(request, self.batch_txns_max)?;
         ratify_proto::failpoint::hit(FAILPOINT_BEFORE_COMMIT);
-        let acks = join_all(
-            batch
-                .txn_ids
-                .iter()
-                .map(|&txn_id| async move { ack(txn_id, self.resource.commit(txn_id).await) }),
-        )
-        .await;
+        let resource = self.resource.clone();
+        let acks = to_completion(async move {
+            let resource = &resource;
+            join_all(
+                batch
+                    .txn_ids
+                    .iter()
+                    .map(|&txn_id| async move { ack(txn_id, resource.commit(txn_id).await) }),
+            )
+            .await
+        })
+        .await?;
         Ok(Response::new(convert::commit_acks_to_wire(acks)))
     }
 
@@ -168,13 +192,18 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         request: Request<pbp::AbortRequest>,
     ) -> Result<Response<pbp::AbortResponse>, Status> {
         let batch = batch(request, self.batch_txns_max)?;
-        let acks = join_all(
-            batch
-                .txn_ids
-                .iter()
-                .map(|&txn_id| async move { ack(txn_id, self.resource.abort(txn_id).await) }),
-        )
-        .await;
+        let resource = self.resource.clone();
+        let acks = to_completion(async move {
+            let resource = &resource;
+            join_all(
+                batch
+                    .txn_ids
+                    .iter()
+                    .map(|&txn_id| async move { ack(txn_id, resource.abort(txn_id).await) }),
+            )
+            .await
+        })
+        .await?;
         Ok(Response::new(convert::abort_acks_to_wire(acks)))
     }
 
@@ -183,8 +212,11 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         request: Request<pbp::CommitOnePhaseRequest>,
     ) -> Result<Response<pbp::CommitOnePhaseResponse>, Status> {
         let batch = batch(request, self.batch_txns_max)?;
-        let results = join_all(batch.txn_ids.iter().map(|&txn_id| async move {
-            let outcome = match self.resource.commit_one_phase(txn_id).await {
+        let resource = self.resource.clone();
+        let results = to_completion(async move {
+            let resource = &resource;
+            join_all(batch.txn_ids.iter().map(|&txn_id| async move {
+            let outcome = match resource.commit_one_phase(txn_id).await {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(%txn_id, error = %e, "one-phase commit failed; outcome unknown");
@@ -195,7 +227,9 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
             };
             OnePhaseResult { txn_id, outcome }
         }))
-        .await;
+        .await
+        })
+        .await?;
         Ok(Response::new(convert::one_phase_results_to_wire(results)))
     }
 }

@@ -170,3 +170,70 @@ async fn garbage_ids_do_not_panic_the_server() {
         .await
         .expect("still serving");
 }
+
+/// P2, P7: a Prepare or Commit whose caller gives up (its deadline passes, so the server drops
+/// the handler) still runs to the end, so the retry finds the transaction prepared (then
+/// committed), not stuck half-way. Found by the fault-injection harness: a participant
+/// panicked on a retried Prepare after its first one was cancelled between the in-memory step
+/// and the fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_prepare_and_commit_complete() {
+    let mut s = serve().await;
+    for i in 0..100u64 {
+        let id = TxnId::new_v7();
+        let key = format!("k{i}");
+        let txn = s.store.txn(&TxnContext::new(id)).expect("begin");
+        txn.put(key.as_bytes(), b"v").await.expect("stage");
+        drop(txn);
+        let ids = vec![id.to_string()];
+        // Deadlines from 0 to ~1 ms: the caller gives up at some point of the work.
+        let mut req = tonic::Request::new(pbp::PrepareRequest {
+            coordinator_node_id: 1,
+            txn_ids: ids.clone(),
+        });
+        req.set_timeout(std::time::Duration::from_micros(i * 10));
+        let _ = s.client.prepare(req).await;
+        let votes = s
+            .client
+            .prepare(pbp::PrepareRequest {
+                coordinator_node_id: 1,
+                txn_ids: ids.clone(),
+            })
+            .await
+            .expect("retried prepare")
+            .into_inner();
+        assert_eq!(
+            votes.results[0].vote,
+            ratify_proto::pb::common::Vote::Yes as i32,
+            "round {i}: {votes:?}"
+        );
+        let mut req = tonic::Request::new(pbp::CommitRequest {
+            coordinator_node_id: 1,
+            txn_ids: ids.clone(),
+        });
+        req.set_timeout(std::time::Duration::from_micros(i * 10));
+        let _ = s.client.commit(req).await;
+        let acks = s
+            .client
+            .commit(pbp::CommitRequest {
+                coordinator_node_id: 1,
+                txn_ids: ids,
+            })
+            .await
+            .expect("retried commit")
+            .into_inner();
+        assert!(
+            acks.results[0].status == pbp::AckStatus::Applied as i32
+                || acks.results[0].status == pbp::AckStatus::AlreadyApplied as i32,
+            "round {i}: {acks:?}"
+        );
+        assert_eq!(
+            s.store
+                .read_committed(key.as_bytes())
+                .expect("read")
+                .map(|(_, v)| v),
+            Some(b"v".to_vec()),
+            "round {i}"
+        );
+    }
+}

@@ -1049,78 +1049,41 @@ impl RocksStore {
     }
 }
 
-impl RocksStore {
-    /// Run a phase transition to the end even if the caller stops waiting (an RPC cancelled by
-    /// its client's timeout drops the handler's future): a transition abandoned between its
-    /// in-memory step and its durable write would leave the transaction stuck half-way, its
-    /// locks held and its next Prepare or Commit answered wrongly.
-    async fn to_completion<T, Fut>(&self, f: impl FnOnce(RocksStore) -> Fut) -> Result<T>
-    where
-        T: Send + 'static,
-        Fut: Future<Output = Result<T>> + Send + 'static,
-    {
-        tokio::spawn(f(self.clone()))
-            .await
-            .map_err(|e| Error::Storage(format!("a phase transition stopped: {e}")))?
-    }
-}
-
 impl Resource for RocksStore {
     async fn prepare(&self, txn_id: TxnId) -> Result<Vote> {
-        self.to_completion(move |s| async move {
-            s.with_phase(
-                txn_id,
-                || s.prepare_unknown(txn_id),
-                |slot| {
-                    let s = &s;
-                    async move { s.prepare_slot(txn_id, &slot).await }
-                },
-            )
-            .await
-        })
+        self.with_phase(
+            txn_id,
+            || self.prepare_unknown(txn_id),
+            |slot| async move { self.prepare_slot(txn_id, &slot).await },
+        )
         .await
     }
 
     async fn commit(&self, txn_id: TxnId) -> Result<AckStatus> {
-        self.to_completion(move |s| async move {
-            s.with_phase(
-                txn_id,
-                || s.finished_commit(txn_id),
-                |slot| {
-                    let s = &s;
-                    async move { s.commit_prepared(txn_id, &slot).await }
-                },
-            )
-            .await
-        })
+        self.with_phase(
+            txn_id,
+            || self.finished_commit(txn_id),
+            |slot| async move { self.commit_prepared(txn_id, &slot).await },
+        )
         .await
     }
 
     async fn abort(&self, txn_id: TxnId) -> Result<AckStatus> {
-        self.to_completion(move |s| async move {
-            match s.slot(txn_id) {
-                None => s.finished_abort(txn_id).await,
-                Some(slot) => {
-                    let _phase = slot.phase.lock().await;
-                    s.abort_slot(txn_id, &slot).await
-                }
+        match self.slot(txn_id) {
+            None => self.finished_abort(txn_id).await,
+            Some(slot) => {
+                let _phase = slot.phase.lock().await;
+                self.abort_slot(txn_id, &slot).await
             }
-        })
-        .await
+        }
     }
 
     async fn commit_one_phase(&self, txn_id: TxnId) -> Result<OnePhaseOutcome> {
-        self.to_completion(move |s| async move {
-            s.with_phase(
-                txn_id,
-                || s.one_phase_unknown(txn_id),
-                |slot| {
-                    let s = &s;
-                    async move { s.one_phase_slot(txn_id, &slot).await }
-                },
-            )
-            .await
-        })
+        self.with_phase(
+            txn_id,
+            || self.one_phase_unknown(txn_id),
+            |slot| async move { self.one_phase_slot(txn_id, &slot).await },
+        )
         .await
     }
 

@@ -64,21 +64,13 @@
 //!
 //! // Your own service's handlers call `store.txn(&TxnContext::from_request(&request)?)`.
 //! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
-//! let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-//! let background = {
-//!     let participant = participant.clone();
-//!     let mut stop_rx = stop_rx.clone();
-//!     tokio::spawn(async move {
-//!         participant.run_background(async move { let _ = stop_rx.changed().await; }).await
-//!     })
-//! };
+//! let background = participant.spawn_background(); // registration, resolver, maintenance
 //! tonic::transport::Server::builder()
 //!     .add_service(participant.service())
 //!     // .add_service(PaymentsServer::new(my_handlers))
 //!     .serve_with_shutdown("127.0.0.1:7100".parse()?, shutdown)
 //!     .await?;
-//! let _ = stop_tx.send(true);
-//! background.await?;
+//! background.stop().await;
 //! # Ok(())
 //! # }
 //! ```
@@ -98,5 +90,5 @@ pub use client::{Client, ClientConfig, Transaction};
 pub use context::TxnContext;
 pub use error::{Error, Result};
 pub use resource::{InDoubt, Resource};
-pub use runtime::{Participant, ParticipantConfig};
+pub use runtime::{Background, Participant, ParticipantConfig};
 pub use store::{LockPolicy, RocksStore, StoreConfig, Txn};

@@ -252,6 +252,20 @@ fn ack(txn_id: TxnId, result: crate::error::Result<AckStatus>) -> AckResult {
     }
 }
 
+/// A participant's background work running in its own task ([`Participant::spawn_background`]).
+pub struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Stop it and wait until it has stopped.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// A participant: the gRPC service and the background work, over one resource.
 pub struct Participant<R> {
     resource: Arc<R>,
@@ -377,6 +391,20 @@ impl<R: Resource> Participant<R> {
             AckStatus::Retry => Err("the store asked to retry".into()),
             _ => Ok(()),
         }
+    }
+
+    /// [`Self::run_background`] in a task of its own, until [`Background::stop`].
+    pub fn spawn_background(&self) -> Background {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let participant = self.clone();
+        let task = tokio::spawn(async move {
+            participant
+                .run_background(async move {
+                    let _ = stopped.changed().await;
+                })
+                .await;
+        });
+        Background { stop, task }
     }
 
     /// The background work, until `shutdown`: registration, then every `tick` the store's

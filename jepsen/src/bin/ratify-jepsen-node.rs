@@ -85,18 +85,7 @@ async fn main() -> Result<()> {
     config.resolve_after = Duration::from_millis(args.resolve_after_ms);
     let participant = Participant::new(Arc::new(store.clone()), config)?;
     let lock_wait = (args.lock_wait_ms > 0).then(|| Duration::from_millis(args.lock_wait_ms));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let background = {
-        let participant = participant.clone();
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            participant
-                .run_background(async move {
-                    let _ = stop_rx.changed().await;
-                })
-                .await;
-        })
-    };
+    let background = participant.spawn_background();
     if let Some(path) = &args.port_file {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, format!("{bound}\n"))
@@ -116,7 +105,6 @@ async fn main() -> Result<()> {
             shutdown_signal(),
         )
         .await?;
-    let _ = stop_tx.send(true);
-    let _ = background.await;
+    background.stop().await;
     Ok(())
 }

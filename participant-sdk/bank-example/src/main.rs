@@ -112,18 +112,7 @@ async fn main() -> Result<()> {
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<BankServer<Branch>>().await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let background = {
-        let participant = participant.clone();
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            participant
-                .run_background(async move {
-                    let _ = stop_rx.changed().await;
-                })
-                .await;
-        })
-    };
+    let background = participant.spawn_background();
     if let Some(path) = &args.port_file {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, format!("{bound}\n"))
@@ -142,8 +131,7 @@ async fn main() -> Result<()> {
             shutdown_signal(),
         )
         .await?;
-    let _ = stop_tx.send(true);
-    let _ = background.await;
+    background.stop().await;
     tracing::info!("bank branch stopped");
     Ok(())
 }

@@ -59,6 +59,8 @@ pub struct RuntimeConfig {
     pub reconcile_min_age: Duration,
     /// Transactions handed to one reconciliation, at most (the oldest first).
     pub reconcile_batch_max: usize,
+    /// Pause between attempts of a new leader's catch-up (read index) while it still leads.
+    pub leader_ready_retry: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -78,6 +80,7 @@ impl Default for RuntimeConfig {
             reconcile_interval: Duration::from_secs(1),
             reconcile_min_age: Duration::from_secs(2),
             reconcile_batch_max: 10_000,
+            leader_ready_retry: Duration::from_millis(100),
         }
     }
 }
@@ -331,9 +334,26 @@ impl Runtime {
                 let raft = self.raft.clone();
                 let view = self.view.clone();
                 let tx = self.tx.clone();
+                let node_id = self.node_id;
+                let retry = self.config.leader_ready_retry;
                 tokio::spawn(async move {
-                    if raft.ensure_linearizable().await.is_err() {
-                        return; // Lost leadership meanwhile; metrics will say so.
+                    // The catch-up can fail while the node still leads in this term (its
+                    // heartbeat round lost to a flaky network): retry until it succeeds or the
+                    // term is over. Giving up here would leave this leader's driver inactive
+                    // for its whole term (found by the fault-injection harness).
+                    while let Err(e) = raft.ensure_linearizable().await {
+                        let still_leading = {
+                            let m = raft.metrics();
+                            let m = m.borrow();
+                            m.state == ServerState::Leader
+                                && m.current_leader == Some(node_id)
+                                && m.current_term == term
+                        };
+                        if !still_leading {
+                            return; // Lost leadership meanwhile; metrics will say so.
+                        }
+                        tracing::debug!(node_id, term, error = %e, "leader catch-up failed; retrying");
+                        tokio::time::sleep(retry).await;
                     }
                     let pending = {
                         let v = view.read();

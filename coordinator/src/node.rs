@@ -50,6 +50,13 @@ pub enum NodeError {
     Server(#[from] tonic::transport::Error),
 }
 
+/// Completes when the server should stop accepting calls.
+pub type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A running gRPC server (see [`Node::start_with`]).
+pub type ServeTask =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
 /// A running node.
 pub struct Node {
     /// This node's id.
@@ -79,6 +86,23 @@ impl Node {
             source,
         })?;
         let db = Db::open(&config.data_dir)?;
+        let server = Box::new(move |services, stopped| {
+            let serve: ServeTask = Box::pin(server::serve(listener, services, stopped));
+            serve
+        });
+        Self::start_with(config, db, local_addr, server).await
+    }
+
+    /// As [`Node::start`], over an opened database (RocksDB, or the simulation's memory
+    /// disk) and serving on whatever `serve` listens on (`local_addr` is its address). The
+    /// deterministic simulation starts its nodes this way; everything else is shared.
+    pub async fn start_with(
+        config: NodeConfig,
+        db: Arc<Db>,
+        local_addr: SocketAddr,
+        serve: Box<dyn FnOnce(server::Services, ShutdownSignal) -> ServeTask + Send>,
+    ) -> Result<Self, NodeError> {
+        config.validate()?;
         let log_store = LogStore::new(db.clone()).map_err(|source| NodeError::DataDir {
             dir: config.data_dir.display().to_string(),
             source,
@@ -137,8 +161,7 @@ impl Node {
             }
         };
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(
-            listener,
+        let server = tokio::spawn(serve(
             server::Services {
                 node_id: config.node_id,
                 raft: raft.clone(),
@@ -148,9 +171,9 @@ impl Node {
                 participants,
                 metrics,
             },
-            async move {
+            Box::pin(async move {
                 let _ = stopped.await;
-            },
+            }),
         ));
 
         if config.init {

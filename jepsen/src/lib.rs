@@ -9,6 +9,7 @@
 pub mod kv;
 pub mod nemesis;
 pub mod proxy;
+pub mod reads;
 pub mod recorder;
 pub mod rng;
 pub mod run;

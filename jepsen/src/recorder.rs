@@ -3,7 +3,8 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+// tokio's clock: the real one in the harness, the simulated one under simulation.
+use tokio::time::Instant;
 
 use ratify_check::{NemesisEvent, NemesisPhase, Op, OpType};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use ratify_check::{CheckResult, FinalState, OpType, ParticipantState, Valid};
+use ratify_check::{CheckResult, FinalState, ParticipantState, Valid};
 use ratify_participant::{Client, ClientConfig};
 use serde_json::json;
 
@@ -247,6 +247,34 @@ fn process_health(dir: &Path, timeline: &[ratify_check::NemesisEvent]) -> CheckR
     }
 }
 
+/// The workload's checker and the in-doubt checker over a finished run (the harness and the
+/// simulation run the same ones).
+pub fn check_history(
+    workload: &Workload,
+    history: &[ratify_check::Op],
+    final_state: &FinalState,
+) -> Vec<CheckResult> {
+    let in_doubt = ratify_check::indoubt::check(final_state);
+    let mut results = match workload.kind {
+        Kind::Bank => vec![ratify_check::bank::check(
+            history,
+            final_state,
+            &workload::bank_model(workload),
+        )],
+        Kind::AtomicMarker => vec![ratify_check::atomic::check(history, final_state)],
+        Kind::ListAppend => {
+            // The final lists only count when nothing is left in doubt (a prepared append is
+            // not in a list yet, and would read as lost).
+            let lists = (in_doubt.valid == Valid::True)
+                .then(|| ratify_check::elle::final_lists(final_state).ok())
+                .flatten();
+            vec![ratify_check::elle::check(history, lists.as_ref())]
+        }
+    };
+    results.push(in_doubt);
+    results
+}
+
 /// Run one test to the end.
 pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
     let began = Instant::now();
@@ -417,33 +445,9 @@ pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
         dir.join("final.json"),
         serde_json::to_vec_pretty(&final_state)?,
     )?;
-    let in_doubt = ratify_check::indoubt::check(&final_state);
-    let mut results = match cfg.workload {
-        Kind::Bank => vec![ratify_check::bank::check(
-            &history,
-            &final_state,
-            &workload::bank_model(&workload),
-        )],
-        Kind::AtomicMarker => vec![ratify_check::atomic::check(&history, &final_state)],
-        Kind::ListAppend => {
-            // The final lists only count when nothing is left in doubt (a prepared append is
-            // not in a list yet, and would read as lost).
-            let lists = (in_doubt.valid == Valid::True)
-                .then(|| ratify_check::elle::final_lists(&final_state).ok())
-                .flatten();
-            vec![ratify_check::elle::check(&history, lists.as_ref())]
-        }
-    };
-    results.push(in_doubt);
+    let mut results = check_history(&workload, &history, &final_state);
     results.push(process_health(&dir, &timeline));
-    let counts = history
-        .iter()
-        .fold((0, 0, 0), |(o, f, i), op| match op.kind {
-            OpType::Ok => (o + 1, f, i),
-            OpType::Fail => (o, f + 1, i),
-            OpType::Info => (o, f, i + 1),
-            OpType::Invoke => (o, f, i),
-        });
+    let counts = ratify_check::history::outcome_counts(&history);
     let info = ratify_report::RunInfo {
         name: cfg.name.clone(),
         workload: cfg.workload.name().to_owned(),

@@ -21,20 +21,14 @@ use ratify_coordinator::local_cluster::ServiceProcess;
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::pb::jepsen::jepsen_kv_client::JepsenKvClient;
 use ratify_proto::types::Endpoint;
-use ratify_proto::types::admin::{
-    ClusterStatus, InitClusterRequest, ListTxnsRequest, ListTxnsResponse, Member, MemberRole,
-};
-use ratify_proto::types::{FinalDecision, ParticipantId};
+use ratify_proto::types::ParticipantId;
+use ratify_proto::types::admin::{ClusterStatus, InitClusterRequest, Member, MemberRole};
 use tonic::transport::Channel;
 
 use crate::proxy::Net;
 
 /// How long a control-plane status call may take (a paused node must not stall the harness).
 pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1_000);
-/// How long the final reads of one participant may take.
-pub const DUMP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Transactions per ListTxns page.
-const LIST_PAGE: u32 = 1_000;
 
 /// Where the harness finds its binaries and how it configures the processes.
 #[derive(Debug, Clone)]
@@ -598,74 +592,13 @@ impl System {
 
     /// Every replicated decision, read from the leader (direct).
     pub async fn decisions(&self) -> Result<BTreeMap<String, ratify_check::Decision>> {
-        let admin = self.admin();
-        let mut out = BTreeMap::new();
-        let mut token = String::new();
-        loop {
-            let req: pbco::ListTxnsRequest = ListTxnsRequest {
-                phase: None,
-                limit: LIST_PAGE,
-                page_token: token.clone(),
-            }
-            .into();
-            let page = admin
-                .call_leader(|mut c| {
-                    let req = req.clone();
-                    async move { c.list_txns(req).await }
-                })
-                .await
-                .map_err(|e| anyhow!("ListTxns: {e}"))?;
-            let page =
-                ListTxnsResponse::try_from(page).map_err(|e| anyhow!("ListTxns reply: {e}"))?;
-            for t in page.txns {
-                let d = match t.decision {
-                    FinalDecision::Commit => ratify_check::Decision::Commit,
-                    FinalDecision::Abort(_) => ratify_check::Decision::Abort,
-                };
-                out.insert(t.txn_id.to_string(), d);
-            }
-            if page.next_page_token.is_empty() {
-                return Ok(out);
-            }
-            token = page.next_page_token;
-        }
+        crate::reads::decisions(&self.admin()).await
     }
 
     /// Transactions still decided-but-unacknowledged (phase 2 pending) at the leader.
     /// (`txn_id: decision, waiting for [participants]`, one per transaction.)
     pub async fn phase2_pending(&self) -> Result<Vec<String>> {
-        let req: pbco::ListTxnsRequest = ListTxnsRequest {
-            phase: Some(ratify_proto::types::TxnPhase::Decided),
-            limit: LIST_PAGE,
-            page_token: String::new(),
-        }
-        .into();
-        let page = self
-            .admin()
-            .call_leader(|mut c| {
-                let req = req.clone();
-                async move { c.list_txns(req).await }
-            })
-            .await
-            .map_err(|e| anyhow!("ListTxns: {e}"))?;
-        let page = ListTxnsResponse::try_from(page).map_err(|e| anyhow!("ListTxns reply: {e}"))?;
-        Ok(page
-            .txns
-            .into_iter()
-            .map(|t| {
-                let pending: Vec<String> = t
-                    .pending_participants
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect();
-                format!(
-                    "{}: {:?}, waiting for [{}]",
-                    t.txn_id,
-                    t.decision.decision(),
-                    pending.join(", ")
-                )
-            })
-            .collect())
+        crate::reads::phase2_pending(&self.admin()).await
     }
 
     /// A participant's committed data under `prefix` (decoded) and its in-doubt transactions.
@@ -674,27 +607,12 @@ impl System {
         participant: usize,
         prefix: &str,
     ) -> Result<ratify_check::ParticipantState> {
-        let mut kv = self.kv(participant);
-        let call = kv.dump(ratify_proto::pb::jepsen::DumpRequest {
-            prefix: prefix.to_owned(),
-        });
-        let reply = tokio::time::timeout(DUMP_TIMEOUT, call)
-            .await
-            .map_err(|_| anyhow!("dump of {} timed out", self.participants[participant].name))?
-            .map_err(|s| anyhow!("dump of {}: {s}", self.participants[participant].name))?
-            .into_inner();
-        Ok(ratify_check::ParticipantState {
-            reachable: true,
-            data: reply
-                .entries
-                .into_iter()
-                .map(|e| {
-                    let v = crate::kv::decode(&e.key, &e.value);
-                    (e.key, v)
-                })
-                .collect(),
-            in_doubt: reply.in_doubt,
-        })
+        crate::reads::dump(
+            self.kv(participant),
+            &self.participants[participant].name,
+            prefix,
+        )
+        .await
     }
 
     /// Stop every process (SIGCONT first, then SIGTERM; SIGKILL if it hangs).

@@ -507,10 +507,7 @@ impl Workload {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    ratify_proto::hooks::now_unix_ms()
 }
 
 /// Bank: the checker's model of the opening state.

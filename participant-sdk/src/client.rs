@@ -66,9 +66,7 @@ pub struct Client {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    ratify_proto::hooks::now_unix_ms()
 }
 
 fn call_error(e: CallError) -> Error {

@@ -10,7 +10,8 @@
 //! # Layout
 //! - [`store`]: the RocksDB store — staged writes in memory, durable prepare, one synced batch
 //!   per commit or abort, group commit, recovery; [`store::locks`]: shared/exclusive locks with
-//!   wound-wait (default) or wait-die.
+//!   wound-wait (default) or wait-die. The same store runs over the deterministic simulation's
+//!   in-memory disk ([`RocksStore::open_in_memory`]).
 //! - [`resource`]: the trait the runtime drives; custom stores implement it.
 //! - [`runtime`]: the participant gRPC service, registration, resolver, maintenance.
 //! - [`context`]: the transaction context in gRPC metadata.

@@ -3,7 +3,7 @@
 //! resolver for in-doubt transactions (P3) and the store's maintenance (staged timeouts,
 //! outcome retention).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -414,7 +414,7 @@ impl<R: Resource> Participant<R> {
     pub async fn run_background(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         // In doubt at start: nobody will tell us, so ask at once.
-        let mut retries: HashMap<TxnId, Retry> = match self.resource.in_doubt().await {
+        let mut retries: BTreeMap<TxnId, Retry> = match self.resource.in_doubt().await {
             Ok(list) => list
                 .into_iter()
                 .map(|d| {
@@ -429,7 +429,7 @@ impl<R: Resource> Participant<R> {
                 .collect(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot list in-doubt transactions");
-                HashMap::new()
+                BTreeMap::new()
             }
         };
         if !retries.is_empty() {
@@ -461,9 +461,7 @@ impl<R: Resource> Participant<R> {
                 }
                 _ = ticker.tick() => {
                     self.resource.maintain().await;
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
+                    let now_ms = ratify_proto::hooks::now_unix_ms();
                     let after_ms = self.config.resolve_after.as_millis() as u64;
                     if let Ok(list) = self.resource.in_doubt().await {
                         let present: std::collections::HashSet<TxnId> = list.iter().map(|d| d.txn_id).collect();

@@ -1,11 +1,18 @@
-//! The RocksDB participant store, in process over real RocksDB directories. Each test names
-//! the rule of docs/protocol.md it checks.
+//! The participant store, in process over real RocksDB directories and over the simulation's
+//! in-memory disk (`RocksStore::open_in_memory`). Each test names the rule of docs/protocol.md
+//! it checks.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ratify_participant::testing::{RocksHarness, run_all};
+use ratify_participant::store::codec::Recorded;
+use ratify_participant::testing::{Harness, RocksHarness, run_all};
 use ratify_participant::{Error, LockPolicy, Resource, RocksStore, StoreConfig, TxnContext};
-use ratify_proto::types::participant::AckStatus;
+use ratify_proto::memdisk::MemDisk;
+use ratify_proto::planted::{self, Bug};
+use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome};
 use ratify_proto::types::{NoReason, TxnId, Vote};
 
 fn open(dir: &std::path::Path) -> RocksStore {
@@ -38,6 +45,288 @@ async fn rocks_store_passes_the_conformance_suite() {
     let report = run_all(&RocksHarness).await;
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
     assert_eq!(report.passed.len(), 6);
+}
+
+/// The conformance suite's harness for the store over the memory disk: one disk per directory
+/// the suite names, and every reopen of a disk is a restart after a power loss (`crash()`
+/// first), which is stricter than a clean restart.
+#[derive(Default)]
+struct MemHarness {
+    disks: Mutex<HashMap<PathBuf, Arc<MemDisk>>>,
+}
+
+impl Harness for MemHarness {
+    type R = RocksStore;
+
+    async fn open(&self, dir: &Path) -> ratify_participant::Result<RocksStore> {
+        let disk = {
+            let mut disks = self.disks.lock().expect("not poisoned");
+            if let Some(disk) = disks.get(dir) {
+                disk.crash();
+            }
+            disks.entry(dir.to_path_buf()).or_default().clone()
+        };
+        RocksStore::open_in_memory(disk, mem_config())
+    }
+
+    async fn stage(
+        &self,
+        r: &RocksStore,
+        txn_id: TxnId,
+        key: &[u8],
+        value: &[u8],
+    ) -> ratify_participant::Result<()> {
+        RocksHarness.stage(r, txn_id, key, value).await
+    }
+
+    async fn stage_read(
+        &self,
+        r: &RocksStore,
+        txn_id: TxnId,
+        key: &[u8],
+    ) -> ratify_participant::Result<()> {
+        RocksHarness.stage_read(r, txn_id, key).await
+    }
+
+    async fn committed(
+        &self,
+        r: &RocksStore,
+        key: &[u8],
+    ) -> ratify_participant::Result<Option<Vec<u8>>> {
+        RocksHarness.committed(r, key).await
+    }
+}
+
+/// One process, one clock: no skew margin after a restart.
+fn mem_config() -> StoreConfig {
+    StoreConfig {
+        clock_skew_max: Duration::ZERO,
+        ..StoreConfig::default()
+    }
+}
+
+fn open_mem(disk: &Arc<MemDisk>) -> RocksStore {
+    RocksStore::open_in_memory(disk.clone(), mem_config()).expect("store opens")
+}
+
+async fn stage(store: &RocksStore, t: TxnId, key: &[u8], value: &[u8]) {
+    store
+        .txn(&ctx(t))
+        .expect("begin")
+        .put(key, value)
+        .await
+        .expect("stage");
+}
+
+async fn in_doubt(store: &RocksStore) -> Vec<TxnId> {
+    store
+        .in_doubt()
+        .await
+        .expect("in doubt")
+        .into_iter()
+        .map(|d| d.txn_id)
+        .collect()
+}
+
+/// The same suite over the memory disk, each restart a crash.
+#[tokio::test]
+async fn memory_store_passes_the_conformance_suite() {
+    let report = run_all(&MemHarness::default()).await;
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert_eq!(report.passed.len(), 6);
+}
+
+/// P2, P3 over the memory disk: a YES vote is durable. After a crash (unsynced writes lost)
+/// and a reopen on the same disk, the transaction is in doubt with its keys locked, and its
+/// commit applies the writes; staged work that never voted is gone (P4).
+#[tokio::test]
+async fn memory_prepared_survives_a_crash() {
+    let disk = MemDisk::new();
+    let t = TxnId::new_v7();
+    let staged_only = TxnId::new_v7();
+    {
+        let store = open_mem(&disk);
+        stage(&store, t, b"a", b"1").await;
+        stage(&store, t, b"b", b"2").await;
+        stage(&store, staged_only, b"c", b"3").await;
+        assert_eq!(store.prepare(t).await.expect("prepare"), Vote::Yes);
+        // Power loss while the process still runs; the old store is never used again.
+        disk.crash();
+    }
+    let store = open_mem(&disk);
+    assert_eq!(
+        in_doubt(&store).await,
+        vec![t],
+        "the prepared transaction is back"
+    );
+    assert_eq!(store.locked_keys(), 2, "its keys are locked again");
+    assert!(
+        matches!(
+            store.txn(&ctx(TxnId::new_v7())).expect("begin").put(b"a", b"x").await,
+            Err(Error::Conflict { holder, .. }) if holder == t
+        ),
+        "another transaction cannot write an in-doubt key"
+    );
+    assert_eq!(store.read_committed(b"a").expect("read"), None);
+    assert!(
+        matches!(
+            store.prepare(staged_only).await.expect("prepare"),
+            Vote::No {
+                reason: NoReason::UnknownTxn,
+                ..
+            }
+        ),
+        "staged work from before the crash is gone, and votes NO"
+    );
+    assert_eq!(store.prepare(t).await.expect("prepare again"), Vote::Yes);
+    assert_eq!(store.commit(t).await.expect("commit"), AckStatus::Applied);
+    assert_eq!(
+        store.read_committed(b"a").expect("read"),
+        Some((1, b"1".to_vec()))
+    );
+    assert_eq!(
+        store.read_committed(b"b").expect("read"),
+        Some((1, b"2".to_vec()))
+    );
+    assert_eq!(store.read_committed(b"c").expect("read"), None);
+    assert_eq!(store.locked_keys(), 0);
+    assert!(in_doubt(&store).await.is_empty());
+}
+
+/// P8 over the memory disk: commits, one-phase commits and aborts are durable before they
+/// answer, so a crash right after keeps them, and duplicates after the restart answer from
+/// the records (P7).
+#[tokio::test]
+async fn memory_committed_data_survives_a_crash() {
+    let disk = MemDisk::new();
+    let (t, one, gone) = (TxnId::new_v7(), TxnId::new_v7(), TxnId::new_v7());
+    {
+        let store = open_mem(&disk);
+        stage(&store, t, b"k", b"v1").await;
+        assert_eq!(store.prepare(t).await.expect("prepare"), Vote::Yes);
+        assert_eq!(store.commit(t).await.expect("commit"), AckStatus::Applied);
+        stage(&store, one, b"p/1", b"x").await;
+        stage(&store, one, b"p/2", b"y").await;
+        assert_eq!(
+            store.commit_one_phase(one).await.expect("1pc"),
+            OnePhaseOutcome::Committed
+        );
+        stage(&store, gone, b"k", b"never").await;
+        assert_eq!(store.abort(gone).await.expect("abort"), AckStatus::Applied);
+        let (_, syncs, _) = disk.counters();
+        assert!(
+            store
+                .stats()
+                .fsyncs
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 3,
+            "each durable answer synced ({syncs} disk syncs)"
+        );
+        disk.crash();
+    }
+    let store = open_mem(&disk);
+    assert_eq!(
+        store.read_committed(b"k").expect("read"),
+        Some((1, b"v1".to_vec()))
+    );
+    assert_eq!(
+        store.scan_committed(b"p/", 10).expect("scan"),
+        vec![
+            (b"p/1".to_vec(), b"x".to_vec()),
+            (b"p/2".to_vec(), b"y".to_vec())
+        ]
+    );
+    assert_eq!(
+        store.recorded(t).expect("record"),
+        Some(Recorded::Committed)
+    );
+    assert_eq!(
+        store.recorded(gone).expect("record"),
+        Some(Recorded::Aborted)
+    );
+    assert_eq!(
+        store.commit(t).await.expect("commit again"),
+        AckStatus::AlreadyApplied
+    );
+    assert_eq!(
+        store.abort(gone).await.expect("abort again"),
+        AckStatus::AlreadyApplied
+    );
+    assert!(in_doubt(&store).await.is_empty());
+    assert_eq!(store.locked_keys(), 0);
+}
+
+/// Prefix scans over the memory disk page through it in chunks: more rows than one chunk,
+/// the limit, and the prefix's end are all honoured.
+#[tokio::test]
+async fn memory_scans_cross_chunks() {
+    let disk = MemDisk::new();
+    let store = open_mem(&disk);
+    let t = TxnId::new_v7();
+    let txn = store.txn(&ctx(t)).expect("begin");
+    for i in 0..600u32 {
+        txn.put(format!("s/{i:04}").as_bytes(), b"v")
+            .await
+            .expect("stage");
+    }
+    txn.put(b"t/after", b"v").await.expect("stage");
+    assert_eq!(
+        store.commit_one_phase(t).await.expect("1pc"),
+        OnePhaseOutcome::Committed
+    );
+    let all = store.scan_committed(b"s/", 10_000).expect("scan");
+    assert_eq!(all.len(), 600);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "in key order");
+    assert_eq!(store.scan_committed(b"s/", 300).expect("scan").len(), 300);
+    let txn = store.txn(&ctx(TxnId::new_v7())).expect("begin");
+    assert_eq!(
+        txn.scan_prefix(b"s/", 10_000).await.expect("scan").len(),
+        600
+    );
+    assert_eq!(store.scan_committed(b"t/", 10).expect("scan").len(), 1);
+}
+
+/// Planted bugs (a) and (e) over the memory disk. With no bug switched on the store is correct;
+/// with the feature `planted-bugs` and `RATIFY_PLANTED_BUG=yes-without-sync` (a prepared
+/// transaction is lost by a crash after its YES) or `=non-idempotent-commit` (a repeated
+/// Commit writes the old values again), this test checks that the bug shows.
+#[tokio::test]
+async fn memory_planted_bugs_show() {
+    let disk = MemDisk::new();
+    let t = TxnId::new_v7();
+    {
+        let store = open_mem(&disk);
+        stage(&store, t, b"k", b"v").await;
+        assert_eq!(store.prepare(t).await.expect("prepare"), Vote::Yes);
+        disk.crash();
+    }
+    let store = open_mem(&disk);
+    let lost = !in_doubt(&store).await.contains(&t);
+    assert_eq!(
+        lost,
+        planted::active(Bug::YesWithoutSync),
+        "the prepare record survives the crash exactly when bug (a) is off"
+    );
+
+    let (first, second) = (TxnId::new_v7(), TxnId::new_v7());
+    for (id, value) in [(first, b"first"), (second, b"later")] {
+        stage(&store, id, b"x", value).await;
+        assert_eq!(store.prepare(id).await.expect("prepare"), Vote::Yes);
+        assert_eq!(store.commit(id).await.expect("commit"), AckStatus::Applied);
+    }
+    let retried = store.commit(first).await.expect("commit again");
+    let value = store.read_committed(b"x").expect("read").map(|(_, v)| v);
+    if planted::active(Bug::NonIdempotentCommit) {
+        assert_eq!(retried, AckStatus::Applied);
+        assert_eq!(
+            value,
+            Some(b"first".to_vec()),
+            "bug (e) wrote the old value again"
+        );
+    } else {
+        assert_eq!(retried, AckStatus::AlreadyApplied);
+        assert_eq!(value, Some(b"later".to_vec()));
+    }
 }
 
 /// P9: shared locks coexist; a write conflicts with another's read or write and fails fast

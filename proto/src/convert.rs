@@ -525,6 +525,7 @@ impl From<ListTxnsRequest> for pbco::ListTxnsRequest {
             phase: v.phase.map_or(0, WireEnum::to_wire),
             limit: v.limit,
             page_token: v.page_token,
+            local: v.local,
         }
     }
 }
@@ -536,6 +537,7 @@ impl TryFrom<pbco::ListTxnsRequest> for ListTxnsRequest {
             phase: optional_enum("phase".into(), v.phase)?,
             limit: v.limit,
             page_token: v.page_token,
+            local: v.local,
         })
     }
 }

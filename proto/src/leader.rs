@@ -3,6 +3,7 @@
 //! all bounded by the caller's deadline. Used by the `ratify` CLI, the participant runtime
 //! (registration, Resolve) and the initiator client.
 
+use crate::hooks::EndpointExt as _;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -153,7 +154,7 @@ impl LeaderFollower {
         .map_err(|e| Status::invalid_argument(format!("{endpoint}: {e}")))?
         .connect_timeout(self.policy.connect_timeout)
         .tcp_nodelay(true)
-        .connect_lazy();
+        .lazy_channel();
         state.channels.insert(endpoint.clone(), channel.clone());
         Ok(channel)
     }

@@ -19,7 +19,9 @@ pub mod convert;
 pub mod dial;
 pub mod error;
 pub mod failpoint;
+pub mod hooks;
 pub mod leader;
+pub mod memdisk;
 pub mod planted;
 #[cfg(feature = "raft")]
 pub mod raft;

@@ -63,6 +63,9 @@ pub const ENV: &str = "RATIFY_PLANTED_BUG";
 #[cfg(feature = "planted-bugs")]
 pub fn active(bug: Bug) -> bool {
     use std::sync::OnceLock;
+    if let Some(on) = THREAD_OVERRIDE.with(std::cell::Cell::get) {
+        return on == Some(bug);
+    }
     static ON: OnceLock<Option<Bug>> = OnceLock::new();
     let on = ON.get_or_init(|| {
         let name = std::env::var(ENV).ok()?;
@@ -81,6 +84,21 @@ pub fn active(bug: Bug) -> bool {
         bug
     });
     *on == Some(bug)
+}
+
+#[cfg(feature = "planted-bugs")]
+thread_local! {
+    static THREAD_OVERRIDE: std::cell::Cell<Option<Option<Bug>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Under simulation (one thread runs every simulated process): switch `bug` on for this
+/// thread only, overriding the environment (`Some(None)`: none on this thread; `None`: back to
+/// the environment). Without the `planted-bugs` feature it does nothing.
+pub fn set_thread_override(bug: Option<Option<Bug>>) {
+    #[cfg(feature = "planted-bugs")]
+    THREAD_OVERRIDE.with(|o| o.set(bug));
+    #[cfg(not(feature = "planted-bugs"))]
+    let _ = bug;
 }
 
 /// Read `RATIFY_PLANTED_BUG` now and say in the log if a bug is on (call at start-up).

@@ -70,8 +70,12 @@ fn shown(value: &str) -> String {
 pub struct TxnId(Uuid);
 
 impl TxnId {
-    /// A new, time-ordered id (UUIDv7). Costs no round trip.
+    /// A new, time-ordered id (UUIDv7). Costs no round trip. Under simulation
+    /// ([`crate::hooks`]) the id comes from the run's seeded source instead.
     pub fn new_v7() -> Self {
+        if let Some(id) = crate::hooks::sim_txn_id() {
+            return id;
+        }
         Self(Uuid::now_v7())
     }
 
@@ -629,6 +633,9 @@ pub mod admin {
         pub limit: u32,
         /// Where to continue; empty for the first page.
         pub page_token: String,
+        /// Answer from the receiving node's applied state (may lag) instead of a linearizable
+        /// read at the leader.
+        pub local: bool,
     }
 
     /// One listed transaction.

@@ -194,11 +194,13 @@ fn admin_api(c: &mut Coverage) {
         phase: None,
         limit: 0,
         page_token: String::new(),
+        local: false,
     });
     c.rt::<_, pbco::ListTxnsRequest>(ListTxnsRequest {
         phase: Some(TxnPhase::Decided),
         limit: 500,
         page_token: "opaque".into(),
+        local: true,
     });
     let txns: Vec<TxnSummary> = every_final_decision()
         .into_iter()

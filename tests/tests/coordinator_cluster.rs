@@ -49,6 +49,8 @@ async fn decisions_on_each_node(
             phase: Some(TxnPhase::Completed),
             limit: 1000,
             page_token: String::new(),
+            // What this node has applied (the test checks every node).
+            local: true,
         }
         .into();
         let list =

@@ -202,6 +202,7 @@ async fn read_only_participant_is_left_out_of_phase_two() {
                 phase: pbco::TxnPhase::Completed as i32,
                 limit: 100,
                 page_token: String::new(),
+                local: false,
             })
             .await
         })

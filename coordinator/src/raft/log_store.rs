@@ -1,10 +1,12 @@
-//! The Raft log and vote in RocksDB.
+//! The Raft log and vote in the node's database.
 //!
 //! A log entry is durable before openraft is told it is (docs/protocol.md rule R1): `append`
-//! writes the entries to RocksDB at once (so readers see them), then hands the completion
-//! callback to a sync thread, which fsyncs the write-ahead log once for every callback queued
-//! so far (group commit) and only then reports them flushed. Votes are written with a synced
-//! write before `save_vote` returns.
+//! writes the entries to the database at once (so readers see them), then, over RocksDB, hands
+//! the completion callback to a sync thread, which fsyncs the write-ahead log once for every
+//! callback queued so far (group commit) and only then reports them flushed. Over the
+//! simulation's in-memory disk there is no thread (an OS thread would break the simulation's
+//! determinism): `append` syncs inline and reports the entries flushed before it returns.
+//! Votes are written with a synced write before `save_vote` returns.
 
 use std::fmt::Debug;
 use std::io;
@@ -14,9 +16,9 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use prost::Message;
+use ratify_proto::memdisk::Batch;
 use ratify_proto::pb::raft as pbr;
 use ratify_proto::raft as wire;
-use rocksdb::{Direction, IteratorMode, WriteBatch};
 use tokio::sync::mpsc;
 
 use super::TypeConfig;
@@ -46,19 +48,27 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Db>,
-    sync_tx: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// The group-commit sync thread's queue; `None` on the in-memory engine, which syncs
+    /// inline.
+    sync_tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
 }
 
 impl LogStore {
-    /// A log store over `db`, with its sync thread. The thread ends when the last clone is
-    /// dropped.
+    /// A log store over `db`, with its sync thread over RocksDB (none over the in-memory
+    /// engine). The thread ends when the last clone is dropped.
     pub fn new(db: Arc<Db>) -> io::Result<Self> {
+        if db.is_memory() {
+            return Ok(Self { db, sync_tx: None });
+        }
         let (sync_tx, sync_rx) = mpsc::channel(limits::LOG_SYNC_QUEUE_MAX);
         let thread_db = db.clone();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || sync_loop(&thread_db, sync_rx))?;
-        Ok(Self { db, sync_tx })
+        Ok(Self {
+            db,
+            sync_tx: Some(sync_tx),
+        })
     }
 
     fn read_meta_log_id(&self, key: &[u8]) -> Result<Option<LogId<u64>>, StoreError> {
@@ -73,34 +83,29 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId<u64>>, StoreError> {
-        let cf = self.db.cf(CF_LOG);
-        let mut it = self.db.raw().iterator_cf(cf, IteratorMode::End);
-        match it.next() {
+        let last = self
+            .db
+            .scan(CF_LOG, Bound::Unbounded, Bound::Unbounded, true, 1)?;
+        match last.first() {
             None => Ok(None),
-            Some(item) => {
-                let (_, value) = item?;
-                Ok(Some(decode_entry(&value)?.log_id))
-            }
+            Some((_, value)) => Ok(Some(decode_entry(value)?.log_id)),
         }
     }
 
-    fn entries(&self, start: u64, end_exclusive: Option<u64>) -> Result<Vec<Entry>, StoreError> {
-        let cf = self.db.cf(CF_LOG);
-        let from = index_key(start);
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .raw()
-            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
-        {
-            let (key, value) = item?;
-            let index = u64::from_be_bytes(
-                key.as_ref()
-                    .try_into()
-                    .map_err(|_| corrupt("log key", "not 8 bytes"))?,
-            );
-            if end_exclusive.is_some_and(|end| index >= end) {
-                break;
+    /// The entries with indexes within (`start`, `end`), in order.
+    fn entries(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry>, StoreError> {
+        let (from, to) = (start.map(index_key), end.map(index_key));
+        let rows = self.db.scan(
+            CF_LOG,
+            from.as_ref().map(|k| k.as_slice()),
+            to.as_ref().map(|k| k.as_slice()),
+            false,
+            usize::MAX,
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            if key.len() != 8 {
+                return Err(corrupt("log key", "not 8 bytes"));
             }
             out.push(decode_entry(&value)?);
         }
@@ -126,15 +131,23 @@ fn sync_loop(db: &Db, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
             }
         }
         let result = db.sync_wal();
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "raft log fsync failed; the node will stop accepting writes");
-        }
-        for cb in batch.drain(..) {
-            cb.log_io_completed(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::other(e.to_string())),
-            });
-        }
+        report_flushed(batch.drain(..), &result);
+    }
+}
+
+/// Report the outcome of a log sync to every callback it covered.
+fn report_flushed(
+    callbacks: impl IntoIterator<Item = LogFlushed<TypeConfig>>,
+    result: &Result<(), StoreError>,
+) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "raft log fsync failed; the node will stop accepting writes");
+    }
+    for cb in callbacks {
+        cb.log_io_completed(match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        });
     }
 }
 
@@ -143,17 +156,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry>> {
-        let start = match range.start_bound() {
-            Bound::Included(&i) => i,
-            Bound::Excluded(&i) => i + 1,
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&i) => Some(i + 1),
-            Bound::Excluded(&i) => Some(i),
-            Bound::Unbounded => None,
-        };
-        self.entries(start, end).map_err(read_err)
+        self.entries(range.start_bound().cloned(), range.end_bound().cloned())
+            .map_err(read_err)
     }
 }
 
@@ -177,12 +181,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.db.cf(CF_META),
-            KEY_VOTE,
-            wire::vote_to_wire(vote).encode_to_vec(),
-        );
+        let mut batch = Batch::new();
+        batch.put(CF_META, KEY_VOTE, wire::vote_to_wire(vote).encode_to_vec());
         // A vote must survive a crash before the node acts on it.
         self.db
             .write(batch, true)
@@ -205,14 +205,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
         // Not synced: it only lets a restarted node re-apply sooner; losing it is harmless.
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         match committed {
-            Some(id) => batch.put_cf(
-                self.db.cf(CF_META),
+            Some(id) => batch.put(
+                CF_META,
                 KEY_COMMITTED,
                 wire::log_id_to_wire(&id).encode_to_vec(),
             ),
-            None => batch.delete_cf(self.db.cf(CF_META), KEY_COMMITTED),
+            None => batch.delete(CF_META, KEY_COMMITTED),
         }
         self.db.write(batch, false).map_err(write_err)
     }
@@ -226,45 +226,48 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let cf = self.db.cf(CF_LOG);
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         for entry in entries {
-            batch.put_cf(
-                cf,
+            batch.put(
+                CF_LOG,
                 index_key(entry.log_id.index),
                 wire::entry_to_wire(&entry).encode_to_vec(),
             );
         }
         self.db.write(batch, false).map_err(write_err)?;
-        // Durable only after the sync thread's fsync; it reports to openraft then.
-        self.sync_tx
-            .send(callback)
-            .await
-            .map_err(|_| write_err(io::Error::other("the raft log sync thread has stopped")))
+        match &self.sync_tx {
+            // Durable only after the sync thread's fsync; it reports to openraft then.
+            Some(sync_tx) => sync_tx
+                .send(callback)
+                .await
+                .map_err(|_| write_err(io::Error::other("the raft log sync thread has stopped"))),
+            // The in-memory engine: sync inline, then report, as the sync thread would.
+            None => {
+                let result = self.db.sync_wal();
+                report_flushed(vec![callback], &result);
+                Ok(())
+            }
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         // Remove [log_id.index, ∞): conflicting entries from a deposed leader.
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            self.db.cf(CF_LOG),
-            index_key(log_id.index),
-            index_key(u64::MAX),
-        );
-        batch.delete_cf(self.db.cf(CF_LOG), index_key(u64::MAX));
+        let mut batch = Batch::new();
+        batch.delete_range(CF_LOG, index_key(log_id.index), index_key(u64::MAX));
+        batch.delete(CF_LOG, index_key(u64::MAX));
         self.db.write(batch, false).map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         // Remove [0, log_id.index] and remember the last purged id, in one batch.
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.db.cf(CF_META),
+        let mut batch = Batch::new();
+        batch.put(
+            CF_META,
             KEY_PURGED,
             wire::log_id_to_wire(&log_id).encode_to_vec(),
         );
-        batch.delete_range_cf(
-            self.db.cf(CF_LOG),
+        batch.delete_range(
+            CF_LOG,
             index_key(0),
             index_key(log_id.index.saturating_add(1)),
         );
@@ -279,4 +282,157 @@ pub fn read_committed_index(db: &Db) -> Result<Option<u64>, StoreError> {
     };
     let w: pbr::LogId = decode("committed", &bytes)?;
     Ok(Some(w.index))
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+    use ratify_proto::memdisk::MemDisk;
+    use ratify_proto::types::command::{Command, CommandKind};
+    use ratify_proto::types::{Endpoint, ParticipantId};
+
+    use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    /// A blank, a membership or a normal entry, by index, so payloads vary.
+    fn entry(term: u64, index: u64) -> Entry {
+        let payload = match index % 3 {
+            0 => EntryPayload::Blank,
+            1 => EntryPayload::Membership(Membership::new(vec![[1, 2, 3].into()], None)),
+            _ => EntryPayload::Normal(Command {
+                proposed_at_unix_ms: index,
+                kind: CommandKind::RegisterParticipant {
+                    participant: ParticipantId::new(format!("p{index}")).expect("valid"),
+                    endpoint: Endpoint::new(format!("http://p{index}:1")).expect("valid"),
+                },
+            }),
+        };
+        Entry {
+            log_id: log_id(term, index),
+            payload,
+        }
+    }
+
+    fn reopen(disk: &Arc<MemDisk>) -> LogStore {
+        let store = LogStore::new(Db::memory(disk.clone())).expect("a memory log store");
+        assert!(
+            store.sync_tx.is_none(),
+            "no sync thread over the memory disk"
+        );
+        store
+    }
+
+    /// (index, term) of each entry; openraft's Entry has no PartialEq, so payloads are
+    /// compared through their (complete) Debug output.
+    async fn read_all(store: &mut LogStore) -> Vec<(u64, u64)> {
+        let got = store.try_get_log_entries(..).await.expect("read the log");
+        got.iter()
+            .map(|e| (e.log_id.index, e.log_id.leader_id.term))
+            .collect()
+    }
+
+    async fn state(store: &mut LogStore) -> (Option<LogId<u64>>, Option<LogId<u64>>) {
+        let s = store.get_log_state().await.expect("log state");
+        (s.last_purged_log_id, s.last_log_id)
+    }
+
+    #[tokio::test]
+    async fn acknowledged_appends_survive_a_crash_over_the_memory_disk() {
+        let disk = MemDisk::new();
+        let mut store = reopen(&disk);
+        assert_eq!(state(&mut store).await, (None, None));
+        assert_eq!(store.read_vote().await.expect("vote"), None);
+
+        store.save_vote(&Vote::new(1, 1)).await.expect("save vote");
+        store
+            .blocking_append((1..=5).map(|i| entry(1, i)))
+            .await
+            .expect("append");
+        // Not synced by itself: lost in the crash below.
+        store
+            .save_committed(Some(log_id(1, 3)))
+            .await
+            .expect("save committed");
+        disk.crash();
+
+        let mut store = reopen(&disk);
+        assert_eq!(state(&mut store).await, (None, Some(log_id(1, 5))));
+        assert_eq!(
+            store.read_vote().await.expect("vote"),
+            Some(Vote::new(1, 1))
+        );
+        assert_eq!(store.read_committed().await.expect("committed"), None);
+        let got = store.try_get_log_entries(1..=5).await.expect("entries");
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{:?}", (1..=5).map(|i| entry(1, i)).collect::<Vec<_>>())
+        );
+        // Ranges of every bound kind, including ones that would overflow as index + 1.
+        let ids = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.try_get_log_entries(2..4).await.expect("r")),
+            [2, 3]
+        );
+        assert_eq!(
+            ids(store
+                .try_get_log_entries((Bound::Excluded(1), Bound::Included(3)))
+                .await
+                .expect("r")),
+            [2, 3]
+        );
+        assert_eq!(
+            ids(store.try_get_log_entries(4..=u64::MAX).await.expect("r")),
+            [4, 5]
+        );
+        assert!(
+            ids(store
+                .try_get_log_entries((Bound::Excluded(u64::MAX), Bound::Unbounded))
+                .await
+                .expect("r"))
+            .is_empty()
+        );
+        assert!(ids(store.try_get_log_entries(6..).await.expect("r")).is_empty());
+
+        // A deposed leader's entries are truncated and replaced; the replacing (synced) append
+        // makes the truncation durable too.
+        store.truncate(log_id(1, 4)).await.expect("truncate");
+        assert_eq!(state(&mut store).await, (None, Some(log_id(1, 3))));
+        store.blocking_append([entry(2, 4)]).await.expect("append");
+        disk.crash();
+
+        let mut store = reopen(&disk);
+        assert_eq!(read_all(&mut store).await, [(1, 1), (2, 1), (3, 1), (4, 2)]);
+        assert_eq!(state(&mut store).await, (None, Some(log_id(2, 4))));
+
+        // Purge behind a snapshot; the next synced write (a vote) makes it durable.
+        store.purge(log_id(1, 2)).await.expect("purge");
+        store.save_vote(&Vote::new(2, 1)).await.expect("save vote");
+        disk.crash();
+
+        let mut store = reopen(&disk);
+        assert_eq!(read_all(&mut store).await, [(3, 1), (4, 2)]);
+        assert_eq!(
+            state(&mut store).await,
+            (Some(log_id(1, 2)), Some(log_id(2, 4)))
+        );
+        assert_eq!(
+            store.read_vote().await.expect("vote"),
+            Some(Vote::new(2, 1))
+        );
+
+        // Everything purged: the last log id is the last purged one.
+        store.purge(log_id(2, 4)).await.expect("purge");
+        store.db.sync_wal().expect("sync");
+        disk.crash();
+        let mut store = reopen(&disk);
+        assert!(read_all(&mut store).await.is_empty());
+        assert_eq!(
+            state(&mut store).await,
+            (Some(log_id(2, 4)), Some(log_id(2, 4)))
+        );
+    }
 }

@@ -4,10 +4,12 @@
 //! - [`log_store`]: the Raft log and vote, with group-committed, synced appends.
 //! - [`state_machine`]: applies committed entries to [`crate::state::State`], persists it,
 //!   builds and installs snapshots.
+//! - [`runtime`]: tokio for openraft, with a generator the simulation can seed.
 //! - [`network`]: the tonic client side of the Raft transport (`ratify.raft.v1.Raft`).
 
 pub mod log_store;
 pub mod network;
+pub mod runtime;
 pub mod state_machine;
 pub mod store;
 
@@ -28,7 +30,7 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = runtime::RatifyRuntime,
 );
 
 /// A running Raft node.

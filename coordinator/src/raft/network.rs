@@ -15,6 +15,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RPCTypes};
+use ratify_proto::hooks::EndpointExt as _;
 use ratify_proto::pb::raft::raft_client::RaftClient;
 use ratify_proto::raft as wire;
 use tonic::transport::{Channel, Endpoint};
@@ -52,7 +53,7 @@ impl PeerClient {
                 let channel = e
                     .connect_timeout(limits::PEER_CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
-                    .connect_lazy();
+                    .lazy_channel();
                 RaftClient::new(channel)
                     .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
                     .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)

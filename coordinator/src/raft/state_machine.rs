@@ -3,6 +3,7 @@
 //! and builds and installs snapshots.
 
 use std::io::Cursor;
+use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -11,10 +12,10 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use prost::Message;
+use ratify_proto::memdisk::Batch;
 use ratify_proto::pb::raft as pbr;
 use ratify_proto::raft as wire;
 use ratify_proto::types::{ParticipantId, TxnId};
-use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
@@ -121,23 +122,21 @@ impl StateMachineStore {
         meta: &SnapshotMeta<u64, BasicNode>,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        let cf = self.db.cf(CF_SNAPSHOT);
-        batch.put_cf(
-            cf,
+        let mut batch = Batch::new();
+        batch.put(
+            CF_SNAPSHOT,
             KEY_SNAPSHOT_META,
             wire::snapshot_meta_to_wire(meta).encode_to_vec(),
         );
-        batch.put_cf(cf, KEY_SNAPSHOT_DATA, data);
+        batch.put(CF_SNAPSHOT, KEY_SNAPSHOT_DATA, data);
         self.db.write(batch, true)
     }
 }
 
 fn load(db: &Db) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
-    let cf = db.cf(CF_SM);
-    for item in db.raw().iterator_cf(cf, IteratorMode::Start) {
-        let (key, value) = item?;
+    let rows = db.scan(CF_SM, Bound::Unbounded, Bound::Unbounded, false, usize::MAX)?;
+    for (key, value) in rows {
         match key.first() {
             Some(&PREFIX_DECIDED) | Some(&PREFIX_COMPLETED) => {
                 let bytes: [u8; 16] = key[1..]
@@ -160,14 +159,14 @@ fn load(db: &Db) -> Result<Applied, StoreError> {
                     serde_json::from_slice(&value).map_err(|e| corrupt("registration", e))?;
                 applied.state.participants.insert(id, reg);
             }
-            _ if key.as_ref() == KEY_LAST_APPLIED => {
+            _ if key == KEY_LAST_APPLIED => {
                 let w: pbr::LogId = decode("last applied", &value)?;
                 applied.last_applied = Some(
                     wire::log_id_from_wire("last_applied", w)
                         .map_err(|e| corrupt("last applied", e))?,
                 );
             }
-            _ if key.as_ref() == KEY_MEMBERSHIP => {
+            _ if key == KEY_MEMBERSHIP => {
                 let w: pbr::StoredMembership = decode("membership", &value)?;
                 applied.membership = wire::stored_membership_from_wire("membership", w)
                     .map_err(|e| corrupt("membership", e))?;
@@ -185,38 +184,38 @@ fn load(db: &Db) -> Result<Applied, StoreError> {
 }
 
 /// Write the rows `changes` names, as they are now in `state`, into `batch`.
-fn stage_changes(db: &Db, batch: &mut WriteBatch, state: &State, changes: &[Change]) {
-    let cf = db.cf(CF_SM);
+fn stage_changes(batch: &mut Batch, state: &State, changes: &[Change]) {
+    let cf = CF_SM;
     for change in changes {
         match change {
             Change::Decided(id) => match state.decided.get(id) {
-                Some(r) => batch.put_cf(cf, txn_key(PREFIX_DECIDED, id), json(r)),
-                None => batch.delete_cf(cf, txn_key(PREFIX_DECIDED, id)),
+                Some(r) => batch.put(cf, txn_key(PREFIX_DECIDED, id), json(r)),
+                None => batch.delete(cf, txn_key(PREFIX_DECIDED, id)),
             },
-            Change::DecidedRemoved(id) => batch.delete_cf(cf, txn_key(PREFIX_DECIDED, id)),
+            Change::DecidedRemoved(id) => batch.delete(cf, txn_key(PREFIX_DECIDED, id)),
             Change::Completed(id) => match state.completed.get(id) {
-                Some(r) => batch.put_cf(cf, txn_key(PREFIX_COMPLETED, id), json(r)),
-                None => batch.delete_cf(cf, txn_key(PREFIX_COMPLETED, id)),
+                Some(r) => batch.put(cf, txn_key(PREFIX_COMPLETED, id), json(r)),
+                None => batch.delete(cf, txn_key(PREFIX_COMPLETED, id)),
             },
-            Change::CompletedRemoved(id) => batch.delete_cf(cf, txn_key(PREFIX_COMPLETED, id)),
+            Change::CompletedRemoved(id) => batch.delete(cf, txn_key(PREFIX_COMPLETED, id)),
             Change::Participant(id) => match state.participants.get(id) {
-                Some(r) => batch.put_cf(cf, participant_key(id), json(r)),
-                None => batch.delete_cf(cf, participant_key(id)),
+                Some(r) => batch.put(cf, participant_key(id), json(r)),
+                None => batch.delete(cf, participant_key(id)),
             },
         }
     }
 }
 
-fn stage_meta(db: &Db, batch: &mut WriteBatch, applied: &Applied) {
-    let cf = db.cf(CF_SM);
+fn stage_meta(batch: &mut Batch, applied: &Applied) {
+    let cf = CF_SM;
     if let Some(id) = &applied.last_applied {
-        batch.put_cf(
+        batch.put(
             cf,
             KEY_LAST_APPLIED,
             wire::log_id_to_wire(id).encode_to_vec(),
         );
     }
-    batch.put_cf(
+    batch.put(
         cf,
         KEY_MEMBERSHIP,
         wire::stored_membership_to_wire(&applied.membership).encode_to_vec(),
@@ -249,7 +248,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut replies = Vec::new();
         let mut changes = Vec::new();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         {
             let mut applied = self.write_applied();
             for entry in entries {
@@ -264,8 +263,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 replies.push(reply);
             }
-            stage_changes(&self.db, &mut batch, &applied.state, &changes);
-            stage_meta(&self.db, &mut batch, &applied);
+            stage_changes(&mut batch, &applied.state, &changes);
+            stage_meta(&mut batch, &applied);
         }
         // Not synced here: the entries are durable in the log, and apply is re-run from the log
         // after a crash (see `store`).
@@ -309,9 +308,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             membership: meta.last_membership.clone(),
         };
         // Replace every state row in one batch, synced, with the snapshot itself.
-        let mut batch = WriteBatch::default();
-        let cf = self.db.cf(CF_SM);
-        batch.delete_range_cf(cf, [0u8].as_slice(), [0xffu8; 32].as_slice());
+        let mut batch = Batch::new();
+        batch.delete_range(CF_SM, [0u8].as_slice(), [0xffu8; 32].as_slice());
         let mut changes: Vec<Change> = Vec::new();
         changes.extend(
             installed
@@ -335,15 +333,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .cloned()
                 .map(Change::Participant),
         );
-        stage_changes(&self.db, &mut batch, &installed.state, &changes);
-        stage_meta(&self.db, &mut batch, &installed);
-        let snap_cf = self.db.cf(CF_SNAPSHOT);
-        batch.put_cf(
-            snap_cf,
+        stage_changes(&mut batch, &installed.state, &changes);
+        stage_meta(&mut batch, &installed);
+        batch.put(
+            CF_SNAPSHOT,
             KEY_SNAPSHOT_META,
             wire::snapshot_meta_to_wire(meta).encode_to_vec(),
         );
-        batch.put_cf(snap_cf, KEY_SNAPSHOT_DATA, &data);
+        batch.put(CF_SNAPSHOT, KEY_SNAPSHOT_DATA, &data);
         self.db.write(batch, true).map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
         })?;
@@ -417,5 +414,143 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Membership};
+    use ratify_proto::memdisk::MemDisk;
+    use ratify_proto::types::command::{Command, CommandKind, DecideItem};
+    use ratify_proto::types::{DecisionSource, Endpoint, FinalDecision};
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn txn(n: u8) -> TxnId {
+        let mut b = [0u8; 16];
+        b[0] = 1;
+        b[15] = n;
+        TxnId::from_bytes(b).expect("non-nil")
+    }
+
+    fn p(s: &str) -> ParticipantId {
+        ParticipantId::new(s).expect("valid")
+    }
+
+    fn normal(index: u64, kind: CommandKind) -> Entry {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Command {
+                proposed_at_unix_ms: 1_000 + index,
+                kind,
+            }),
+        }
+    }
+
+    fn register(index: u64, name: &str) -> Entry {
+        normal(
+            index,
+            CommandKind::RegisterParticipant {
+                participant: p(name),
+                endpoint: Endpoint::new(format!("http://{name}:1")).expect("valid"),
+            },
+        )
+    }
+
+    fn decide(index: u64, id: TxnId) -> Entry {
+        normal(
+            index,
+            CommandKind::Decide(vec![DecideItem {
+                txn_id: id,
+                decision: FinalDecision::Commit,
+                source: DecisionSource::Commit,
+                participants: vec![p("a"), p("b")],
+            }]),
+        )
+    }
+
+    fn membership(index: u64) -> Entry {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Membership(Membership::new(vec![[1, 2, 3].into()], None)),
+        }
+    }
+
+    fn open(disk: &Arc<MemDisk>) -> StateMachineStore {
+        StateMachineStore::open(Db::memory(disk.clone())).expect("open the state machine")
+    }
+
+    fn snapshot_of(s: &Snapshot<TypeConfig>) -> (SnapshotMeta<u64, BasicNode>, Vec<u8>) {
+        (s.meta.clone(), s.snapshot.get_ref().clone())
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_and_the_rows_behind_it_survive_a_crash_over_the_memory_disk() {
+        let disk = MemDisk::new();
+        let mut sm = open(&disk);
+        assert!(sm.get_current_snapshot().await.expect("read").is_none());
+        sm.apply([
+            membership(1),
+            register(2, "a"),
+            register(3, "b"),
+            decide(4, txn(1)),
+        ])
+        .await
+        .expect("apply");
+        let built = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build a snapshot");
+        assert_eq!(built.meta.last_log_id, Some(log_id(4)));
+        let state_at_snapshot = sm.view().read().state.clone();
+        assert_eq!(state_at_snapshot.participants.len(), 2);
+        assert_eq!(state_at_snapshot.decided.len(), 1);
+        // Applied after the snapshot and never synced: lost in the crash (the log re-applies it).
+        sm.apply([decide(5, txn(2))]).await.expect("apply");
+        assert_eq!(sm.view().read().state.decided.len(), 2);
+        disk.crash();
+
+        let mut sm = open(&disk);
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("the snapshot survived");
+        assert_eq!(snapshot_of(&current), snapshot_of(&built));
+        let (last_applied, members) = sm.applied_state().await.expect("applied state");
+        assert_eq!(last_applied, Some(log_id(4)));
+        assert_eq!(members.log_id(), &Some(log_id(1)));
+        assert_eq!(sm.view().read().state, state_at_snapshot);
+
+        // The snapshot installs on another node's disk, durably, replacing its rows.
+        let disk2 = MemDisk::new();
+        let mut other = open(&disk2);
+        other
+            .apply([register(1, "stale"), decide(2, txn(9))])
+            .await
+            .expect("apply");
+        other
+            .install_snapshot(&current.meta, current.snapshot)
+            .await
+            .expect("install");
+        disk2.crash();
+        let mut other = open(&disk2);
+        assert_eq!(other.view().read().state, state_at_snapshot);
+        assert_eq!(
+            other.applied_state().await.expect("applied").0,
+            Some(log_id(4))
+        );
+        let installed = other
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("the installed snapshot survived");
+        assert_eq!(snapshot_of(&installed), snapshot_of(&built));
     }
 }

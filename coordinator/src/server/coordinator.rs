@@ -2,6 +2,7 @@
 //! follower forwards it to the leader once (marking it, so a request never bounces between
 //! nodes), or answers NOT_LEADER naming the leader when it cannot.
 
+use ratify_proto::hooks::EndpointExt as _;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -152,7 +153,7 @@ impl CoordinatorService {
                     .map_err(|_| self.not_leader())?
                     .connect_timeout(limits::PEER_CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
-                    .connect_lazy();
+                    .lazy_channel();
                     channels.insert(node.addr.clone(), c.clone());
                     c
                 }

@@ -94,9 +94,7 @@ pub async fn with_timeout<T>(fut: impl Future<Output = T>) -> Result<T, Status> 
 /// Wall-clock ms since the Unix epoch: only ever stamped into a proposal by the leader
 /// (`Command::proposed_at_unix_ms`), never read while applying.
 pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    ratify_proto::hooks::now_unix_ms()
 }
 
 /// What the servers need from the node.
@@ -124,6 +122,28 @@ pub async fn serve(
     services: Services,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    // tonic's own incoming stream, so accepted connections get TCP_NODELAY (a plain
+    // listener stream would leave Nagle on: 40 ms stalls against delayed ACKs).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_incoming(incoming, services, shutdown).await
+}
+
+/// As [`serve`], on any stream of accepted connections (the simulation's network).
+pub async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    services: Services,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    I: futures_util::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let Services {
         node_id,
         raft,
@@ -169,11 +189,6 @@ pub async fn serve(
         .add_service(raft_service)
         .add_service(coordinator_service)
         .add_service(admin_service)
-        // tonic's own incoming stream, so accepted connections get TCP_NODELAY (a plain
-        // listener stream would leave Nagle on: 40 ms stalls against delayed ACKs).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -3,6 +3,7 @@
 //! the actions it returns become RPCs to participants (spawned tasks that report back) and
 //! proposals to Raft (a proposer task that batches decisions into entries — group commit).
 
+use ratify_proto::hooks::EndpointExt as _;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -170,7 +171,7 @@ impl Participants {
                 .map_err(|e| format!("{endpoint}: {e}"))?
                 .connect_timeout(self.connect_timeout)
                 .tcp_nodelay(true)
-                .connect_lazy();
+                .lazy_channel();
                 channels.insert(endpoint, c.clone());
                 c
             }

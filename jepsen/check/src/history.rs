@@ -408,6 +408,18 @@ pub(crate) fn show_list<T: std::fmt::Display>(list: &[T]) -> String {
 }
 
 /// Hand-built histories for the checkers' unit tests.
+/// How many operations completed ok, fail and info.
+pub fn outcome_counts(history: &[Op]) -> (u64, u64, u64) {
+    history
+        .iter()
+        .fold((0, 0, 0), |(o, f, i), op| match op.kind {
+            OpType::Ok => (o + 1, f, i),
+            OpType::Fail => (o, f + 1, i),
+            OpType::Info => (o, f, i + 1),
+            OpType::Invoke => (o, f, i),
+        })
+}
+
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::{CheckResult, Op, OpType};

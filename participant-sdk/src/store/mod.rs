@@ -1,5 +1,10 @@
 //! The RocksDB participant store (DESIGN.md section 5; docs/protocol.md rules P1–P9).
 //!
+//! The same store runs over RocksDB ([`RocksStore::open`], production) or over the
+//! deterministic simulation's in-memory disk ([`RocksStore::open_in_memory`]): every read and
+//! write goes through one small private engine layer, with the same column families, keys and
+//! sync points on both.
+//!
 //! Column families:
 //!
 //! | family     | key                  | value                                              |
@@ -17,13 +22,18 @@ pub mod codec;
 pub mod locks;
 
 use ratify_proto::planted::{self, Bug};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+// tokio's clock: the system's in production, the simulated one under simulation.
+use tokio::time::Instant;
+
+use ratify_proto::memdisk::{Batch, MemDisk, Op};
 use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome};
 use ratify_proto::types::{NoReason, TxnId, Vote};
 use rocksdb::{
@@ -132,9 +142,7 @@ fn planted_key(txn_id: TxnId) -> Vec<u8> {
 }
 
 fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    ratify_proto::hooks::now_unix_ms()
 }
 
 /// Counters, for metrics and benchmarks.
@@ -262,19 +270,172 @@ impl Syncer {
     }
 }
 
+/// Entries a scan of the memory engine copies out of the disk at a time.
+const MEMORY_SCAN_CHUNK: usize = 256;
+
+/// Where the column families live. Every read and write of the store goes through here, so the
+/// store's logic is the same over both engines.
+enum Engine {
+    /// Production: RocksDB, with group commit (one thread fsyncs the write-ahead log for every
+    /// writer waiting at that moment).
+    Rocks { db: Arc<DB>, syncer: Syncer },
+    /// The deterministic simulation's disk (and tests'). No thread: a durable write syncs
+    /// inline and completes at once.
+    Memory(Arc<MemDisk>),
+}
+
+impl Engine {
+    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self {
+            Engine::Rocks { db, .. } => Ok(db.get_cf(cf_handle(db, cf), key)?),
+            Engine::Memory(disk) => Ok(disk.get(cf, key)),
+        }
+    }
+
+    /// Apply `batch` atomically; with `sync`, make it durable before returning (on this
+    /// thread, no group commit).
+    fn write(&self, batch: Batch, sync: bool) -> Result<()> {
+        match self {
+            Engine::Rocks { db, .. } => {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(sync);
+                db.write_opt(rocks_batch(db, batch), &wo)?;
+            }
+            Engine::Memory(disk) => disk.write(batch, sync),
+        }
+        Ok(())
+    }
+
+    /// Apply `batch` and wait until it is durable: RocksDB shares the fsync with concurrent
+    /// writers (group commit); the memory disk syncs inline.
+    async fn write_durable(&self, batch: Batch, stats: &StoreStats) -> Result<()> {
+        match self {
+            Engine::Rocks { syncer, .. } => {
+                self.write(batch, false)?;
+                syncer.synced().await
+            }
+            Engine::Memory(disk) => {
+                disk.write(batch, true);
+                stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Planted bug (a): apply `batch` with no durability at all (RocksDB: outside the
+    /// write-ahead log; memory: unsynced, so `MemDisk::crash` forgets it unless a later sync
+    /// came first).
+    fn write_unlogged(&self, batch: Batch) -> Result<()> {
+        match self {
+            Engine::Rocks { db, .. } => {
+                let mut wo = WriteOptions::default();
+                wo.disable_wal(true);
+                db.write_opt(rocks_batch(db, batch), &wo)?;
+                Ok(())
+            }
+            Engine::Memory(disk) => {
+                disk.write(batch, false);
+                Ok(())
+            }
+        }
+    }
+
+    /// Visit the entries of `cf` in key order, starting at `from` (inclusive; empty: the
+    /// first), until `f` breaks.
+    fn scan(
+        &self,
+        cf: &'static str,
+        from: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        match self {
+            Engine::Rocks { db, .. } => {
+                let mode = if from.is_empty() {
+                    IteratorMode::Start
+                } else {
+                    IteratorMode::From(from, Direction::Forward)
+                };
+                for item in db.iterator_cf(cf_handle(db, cf), mode) {
+                    let (key, value) = item?;
+                    if f(&key, &value)?.is_break() {
+                        break;
+                    }
+                }
+            }
+            Engine::Memory(disk) => {
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let lower = match &after {
+                        None => Bound::Included(from),
+                        Some(last) => Bound::Excluded(last.as_slice()),
+                    };
+                    let mut chunk =
+                        disk.scan(cf, lower, Bound::Unbounded, false, MEMORY_SCAN_CHUNK);
+                    let more = chunk.len() == MEMORY_SCAN_CHUNK;
+                    for (key, value) in &chunk {
+                        if f(key, value)?.is_break() {
+                            return Ok(());
+                        }
+                    }
+                    if !more {
+                        break;
+                    }
+                    after = chunk.pop().map(|(key, _)| key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How many entries `cf` holds, counting at most `max`.
+    fn count(&self, cf: &'static str, max: usize) -> usize {
+        match self {
+            Engine::Rocks { db, .. } => db
+                .iterator_cf(cf_handle(db, cf), IteratorMode::Start)
+                .take(max)
+                .count(),
+            Engine::Memory(_) => {
+                let mut n = 0;
+                let _ = self.scan(cf, &[], |_, _| {
+                    n += 1;
+                    Ok(if n >= max {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    })
+                });
+                n.min(max)
+            }
+        }
+    }
+}
+
+/// The RocksDB form of an engine-neutral batch.
+fn rocks_batch(db: &DB, batch: Batch) -> WriteBatch {
+    let mut wb = WriteBatch::default();
+    for op in batch.into_ops() {
+        match op {
+            Op::Put { cf, key, value } => wb.put_cf(cf_handle(db, cf), key, value),
+            Op::Delete { cf, key } => wb.delete_cf(cf_handle(db, cf), key),
+            Op::DeleteRange { cf, from, to } => wb.delete_range_cf(cf_handle(db, cf), from, to),
+        }
+    }
+    wb
+}
+
 struct Inner {
-    db: Arc<DB>,
-    syncer: Syncer,
+    engine: Engine,
     locks: LockTable,
     config: StoreConfig,
-    slots: Mutex<HashMap<TxnId, Arc<Slot>>>,
+    slots: Mutex<BTreeMap<TxnId, Arc<Slot>>>,
     /// Set when this open is a restart: transactions begun before it are refused.
     restarted_at_unix_ms: Option<u64>,
     stats: Arc<StoreStats>,
     last_prune: Mutex<Option<Instant>>,
 }
 
-/// The RocksDB participant store. Cheap to clone; clones share everything.
+/// The participant store (RocksDB in production; see [`RocksStore::open_in_memory`] for the
+/// simulation's engine). Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct RocksStore {
     inner: Arc<Inner>,
@@ -295,23 +456,46 @@ impl RocksStore {
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
         let stats = Arc::new(StoreStats::default());
+        let engine = Engine::Rocks {
+            syncer: Syncer::start(db.clone(), stats.clone())?,
+            db,
+        };
+        Self::start(engine, config, stats)
+    }
+
+    /// The same store logic over an in-memory disk: for the deterministic simulation and for
+    /// tests; not durable across processes. Opening it again on the same `disk` (after
+    /// [`MemDisk::crash`], say) is a restart and recovers exactly as [`RocksStore::open`] does:
+    /// prepared transactions are reloaded, in doubt, with their keys locked (P3).
+    ///
+    /// Starts no thread and never blocks: a durable write (Prepare, Commit, Abort) syncs the
+    /// disk inline and completes at once, so the store runs deterministically on one thread.
+    pub fn open_in_memory(disk: Arc<MemDisk>, config: StoreConfig) -> Result<Self> {
+        config.validate()?;
+        Self::start(
+            Engine::Memory(disk),
+            config,
+            Arc::new(StoreStats::default()),
+        )
+    }
+
+    /// Mark the first open, and recover.
+    fn start(engine: Engine, config: StoreConfig, stats: Arc<StoreStats>) -> Result<Self> {
         let restarted_at_unix_ms = {
-            let meta = cf(&db, CF_META);
-            let opened_before = db.get_cf(meta, KEY_OPENED)?.is_some();
+            let opened_before = engine.get(CF_META, KEY_OPENED)?.is_some();
             if !opened_before {
-                let mut wo = WriteOptions::default();
-                wo.set_sync(true);
-                db.put_cf_opt(meta, KEY_OPENED, now_unix_ms().to_be_bytes(), &wo)?;
+                let mut batch = Batch::new();
+                batch.put(CF_META, KEY_OPENED, now_unix_ms().to_be_bytes());
+                engine.write(batch, true)?;
             }
             opened_before.then(now_unix_ms)
         };
         let store = Self {
             inner: Arc::new(Inner {
-                syncer: Syncer::start(db.clone(), stats.clone())?,
-                db,
+                engine,
                 locks: LockTable::new(),
                 config,
-                slots: Mutex::new(HashMap::new()),
+                slots: Mutex::new(BTreeMap::new()),
                 restarted_at_unix_ms,
                 stats,
                 last_prune: Mutex::new(None),
@@ -322,12 +506,10 @@ impl RocksStore {
     }
 
     fn recover(&self) -> Result<()> {
-        let db = &self.inner.db;
         let mut slots = self.slots();
-        for item in db.iterator_cf(cf(db, CF_PREPARED), IteratorMode::Start) {
-            let (key, value) = item?;
-            let txn_id = txn_from_key(&key)?;
-            let (writes, prepared_at_unix_ms) = codec::decode_prepared(&value)?;
+        self.inner.engine.scan(CF_PREPARED, &[], |key, value| {
+            let txn_id = txn_from_key(key)?;
+            let (writes, prepared_at_unix_ms) = codec::decode_prepared(value)?;
             let locked: BTreeSet<Vec<u8>> = writes.keys().cloned().collect();
             self.inner
                 .locks
@@ -352,11 +534,11 @@ impl RocksStore {
                     })),
                 }),
             );
-        }
-        Ok(())
+            Ok(ControlFlow::Continue(()))
+        })
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<TxnId, Arc<Slot>>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<TxnId, Arc<Slot>>> {
         self.inner.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -387,8 +569,7 @@ impl RocksStore {
     /// The committed value of `key`, outside any transaction (no locks: a prepared transaction's
     /// writes are not visible until it commits).
     pub fn read_committed(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
-        let db = &self.inner.db;
-        match db.get_cf(cf(db, CF_DATA), key)? {
+        match self.inner.engine.get(CF_DATA, key)? {
             None => Ok(None),
             Some(bytes) => {
                 let (version, value) = codec::decode_value(&bytes)?;
@@ -401,25 +582,20 @@ impl RocksStore {
     /// store's `scan_rows_max`), outside any transaction: no locks, prepared writes invisible.
     pub fn scan_committed(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let limit = limit.min(self.inner.config.scan_rows_max);
-        let db = &self.inner.db;
         let mut out = Vec::new();
-        for item in db.iterator_cf(
-            cf(db, CF_DATA),
-            IteratorMode::From(prefix, Direction::Forward),
-        ) {
-            let (key, value) = item?;
+        self.inner.engine.scan(CF_DATA, prefix, |key, value| {
             if !key.starts_with(prefix) || out.len() >= limit {
-                break;
+                return Ok(ControlFlow::Break(()));
             }
-            out.push((key.to_vec(), codec::decode_value(&value)?.1.to_vec()));
-        }
+            out.push((key.to_vec(), codec::decode_value(value)?.1.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
     /// What this participant recorded about a finished transaction, if anything.
     pub fn recorded(&self, txn_id: TxnId) -> Result<Option<Recorded>> {
-        let db = &self.inner.db;
-        match db.get_cf(cf(db, CF_OUTCOMES), txn_id.to_bytes())? {
+        match self.inner.engine.get(CF_OUTCOMES, &txn_id.to_bytes())? {
             None => Ok(None),
             Some(bytes) => Ok(Some(codec::decode_outcome(&bytes)?.0)),
         }
@@ -602,30 +778,29 @@ impl RocksStore {
     /// Drop outcomes and tombstones past the retention or beyond the count limit, oldest
     /// transactions first. Returns how many were dropped.
     pub fn prune_outcomes(&self) -> Result<usize> {
-        let db = &self.inner.db;
+        let engine = &self.inner.engine;
         let cutoff =
             now_unix_ms().saturating_sub(self.inner.config.outcome_retention.as_millis() as u64);
-        let outcomes = cf(db, CF_OUTCOMES);
-        let total = db
-            .iterator_cf(outcomes, IteratorMode::Start)
-            .take(self.inner.config.outcomes_max.saturating_add(1_000_000))
-            .count();
+        let total = engine.count(
+            CF_OUTCOMES,
+            self.inner.config.outcomes_max.saturating_add(1_000_000),
+        );
         let mut excess = total.saturating_sub(self.inner.config.outcomes_max);
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         let mut dropped = 0;
         // Keys are txn ids, UUIDv7: iteration goes from the oldest transactions.
-        for item in db.iterator_cf(outcomes, IteratorMode::Start) {
-            let (key, value) = item?;
-            let (_, at) = codec::decode_outcome(&value)?;
+        engine.scan(CF_OUTCOMES, &[], |key, value| {
+            let (_, at) = codec::decode_outcome(value)?;
             if excess == 0 && at >= cutoff {
-                break;
+                return Ok(ControlFlow::Break(()));
             }
-            batch.delete_cf(outcomes, &key);
+            batch.delete(CF_OUTCOMES, key);
             excess = excess.saturating_sub(1);
             dropped += 1;
-        }
+            Ok(ControlFlow::Continue(()))
+        })?;
         if dropped > 0 {
-            db.write(batch)?;
+            engine.write(batch, false)?;
         }
         Ok(dropped)
     }
@@ -634,20 +809,16 @@ impl RocksStore {
         &self,
         txn_id: TxnId,
         recorded: Recorded,
-        batch: Option<WriteBatch>,
+        batch: Option<Batch>,
         sync_now: bool,
     ) -> Result<()> {
-        let db = &self.inner.db;
         let mut batch = batch.unwrap_or_default();
-        batch.put_cf(
-            cf(db, CF_OUTCOMES),
+        batch.put(
+            CF_OUTCOMES,
             txn_id.to_bytes(),
             codec::encode_outcome(recorded, now_unix_ms()),
         );
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync_now);
-        db.write_opt(batch, &wo)?;
-        Ok(())
+        self.inner.engine.write(batch, sync_now)
     }
 
     /// Remove the slot and release the locks.
@@ -659,9 +830,11 @@ impl RocksStore {
     }
 
     /// Write `batch` and wait for it to be durable (shared fsync).
-    async fn write_durable(&self, batch: WriteBatch) -> Result<()> {
-        self.inner.db.write(batch)?;
-        self.inner.syncer.synced().await
+    async fn write_durable(&self, batch: Batch) -> Result<()> {
+        self.inner
+            .engine
+            .write_durable(batch, &self.inner.stats)
+            .await
     }
 
     /// Abort a transaction that has not voted YES (or has: Abort is the coordinator's word),
@@ -681,13 +854,12 @@ impl RocksStore {
         let Some((locked, was_prepared)) = taken else {
             return self.finished_abort(txn_id).await;
         };
-        let db = &self.inner.db;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         if was_prepared {
-            batch.delete_cf(cf(db, CF_PREPARED), txn_id.to_bytes());
+            batch.delete(CF_PREPARED, txn_id.to_bytes());
         }
-        batch.put_cf(
-            cf(db, CF_OUTCOMES),
+        batch.put(
+            CF_OUTCOMES,
             txn_id.to_bytes(),
             codec::encode_outcome(Recorded::Aborted, now_unix_ms()),
         );
@@ -715,9 +887,10 @@ impl RocksStore {
     }
 
     fn reload_prepared(&self, txn_id: TxnId) -> Result<State> {
-        let db = &self.inner.db;
-        let bytes = db
-            .get_cf(cf(db, CF_PREPARED), txn_id.to_bytes())?
+        let bytes = self
+            .inner
+            .engine
+            .get(CF_PREPARED, &txn_id.to_bytes())?
             .ok_or_else(|| Error::Corrupt {
                 what: "prepared record".into(),
                 why: format!("{txn_id} vanished"),
@@ -740,10 +913,9 @@ impl RocksStore {
             }
             None => {
                 // Never seen (or lost at a restart): the tombstone refuses late work (P5).
-                let db = &self.inner.db;
-                let mut batch = WriteBatch::default();
-                batch.put_cf(
-                    cf(db, CF_OUTCOMES),
+                let mut batch = Batch::new();
+                batch.put(
+                    CF_OUTCOMES,
                     txn_id.to_bytes(),
                     codec::encode_outcome(Recorded::Aborted, now_unix_ms()),
                 );
@@ -754,19 +926,17 @@ impl RocksStore {
     }
 
     /// The batch that applies `writes` to the data (each key's version + 1).
-    fn apply_writes(&self, batch: &mut WriteBatch, writes: &Writes) -> Result<()> {
-        let db = &self.inner.db;
-        let data = cf(db, CF_DATA);
+    fn apply_writes(&self, batch: &mut Batch, writes: &Writes) -> Result<()> {
         for (key, value) in writes {
             match value {
-                None => batch.delete_cf(data, key),
+                None => batch.delete(CF_DATA, key),
                 Some(v) => {
                     // The exclusive lock on `key` makes this read-modify-write safe.
-                    let version = match db.get_cf(data, key)? {
+                    let version = match self.inner.engine.get(CF_DATA, key)? {
                         Some(old) => codec::decode_value(&old)?.0 + 1,
                         None => 1,
                     };
-                    batch.put_cf(data, key, codec::encode_value(version, v));
+                    batch.put(CF_DATA, key, codec::encode_value(version, v));
                 }
             }
         }
@@ -790,24 +960,23 @@ impl RocksStore {
                 }
             }
         };
-        let db = &self.inner.db;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         let staged = self.apply_writes(&mut batch, &prepared.writes);
         if let Err(e) = staged {
             *slot.state() = State::Prepared(prepared);
             return Err(e);
         }
-        batch.delete_cf(cf(db, CF_PREPARED), txn_id.to_bytes());
+        batch.delete(CF_PREPARED, txn_id.to_bytes());
         if planted::active(Bug::NonIdempotentCommit) {
             // Planted bug (e): keep the writes, to apply them again on a repeated Commit.
-            batch.put_cf(
-                cf(db, CF_META),
+            batch.put(
+                CF_META,
                 planted_key(txn_id),
                 codec::encode_prepared(&prepared.writes, 0),
             );
         }
-        batch.put_cf(
-            cf(db, CF_OUTCOMES),
+        batch.put(
+            CF_OUTCOMES,
             txn_id.to_bytes(),
             codec::encode_outcome(Recorded::Committed, now_unix_ms()),
         );
@@ -825,12 +994,12 @@ impl RocksStore {
         match self.recorded(txn_id)? {
             Some(Recorded::Committed) if planted::active(Bug::NonIdempotentCommit) => {
                 // Planted bug (e): apply the kept writes again.
-                let db = &self.inner.db;
-                if let Some(bytes) = db.get_cf(cf(db, CF_META), planted_key(txn_id))? {
+                let engine = &self.inner.engine;
+                if let Some(bytes) = engine.get(CF_META, &planted_key(txn_id))? {
                     let (writes, _) = codec::decode_prepared(&bytes)?;
-                    let mut batch = WriteBatch::default();
+                    let mut batch = Batch::new();
                     self.apply_writes(&mut batch, &writes)?;
-                    db.write(batch)?;
+                    engine.write(batch, false)?;
                 }
                 Ok(AckStatus::Applied)
             }
@@ -914,26 +1083,23 @@ impl RocksStore {
             (s.writes, s.locked)
         };
         let prepared_at_unix_ms = now_unix_ms();
-        let db = &self.inner.db;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            cf(db, CF_PREPARED),
+        let mut batch = Batch::new();
+        batch.put(
+            CF_PREPARED,
             txn_id.to_bytes(),
             codec::encode_prepared(&writes, prepared_at_unix_ms),
         );
         let written = if planted::active(Bug::YesWithoutSync) {
             // Planted bug (a): in memory only, so a crash after the YES loses it.
-            let mut wo = WriteOptions::default();
-            wo.disable_wal(true);
-            db.write_opt(batch, &wo).map_err(Error::from)
+            self.inner.engine.write_unlogged(batch)
         } else {
             self.write_durable(batch).await
         };
         if let Err(e) = written {
             // Nothing is known durable: abort locally (safe before YES) and vote NO.
             *slot.state() = State::Done;
-            let mut undo = WriteBatch::default();
-            undo.delete_cf(cf(db, CF_PREPARED), txn_id.to_bytes());
+            let mut undo = Batch::new();
+            undo.delete(CF_PREPARED, txn_id.to_bytes());
             let _ = self.write_outcome(txn_id, Recorded::Aborted, Some(undo), false);
             self.finish(txn_id, &locked);
             return Err(e);
@@ -989,8 +1155,7 @@ impl RocksStore {
             (None, true) => Some((NoReason::StagedTimeout, "staged work timed out".to_owned())),
             (None, false) => None,
         };
-        let db = &self.inner.db;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         let recorded = if refusal.is_some() {
             Recorded::Aborted
         } else {
@@ -1000,8 +1165,8 @@ impl RocksStore {
             }
             Recorded::Committed
         };
-        batch.put_cf(
-            cf(db, CF_OUTCOMES),
+        batch.put(
+            CF_OUTCOMES,
             txn_id.to_bytes(),
             codec::encode_outcome(recorded, now_unix_ms()),
         );
@@ -1134,7 +1299,7 @@ impl Resource for RocksStore {
     }
 }
 
-fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+fn cf_handle<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name)
         .expect("every column family is created at open")
 }
@@ -1359,18 +1524,14 @@ impl Txn {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let limit = limit.min(self.store.inner.config.scan_rows_max);
         let slot = self.slot()?;
-        let db = &self.store.inner.db;
         let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for item in db.iterator_cf(
-            cf(db, CF_DATA),
-            IteratorMode::From(prefix, Direction::Forward),
-        ) {
-            let (key, _) = item?;
+        self.store.inner.engine.scan(CF_DATA, prefix, |key, _| {
             if !key.starts_with(prefix) || keys.len() >= limit {
-                break;
+                return Ok(ControlFlow::Break(()));
             }
             keys.insert(key.to_vec());
-        }
+            Ok(ControlFlow::Continue(()))
+        })?;
         if let State::Staged(s) = &*slot.state() {
             keys.extend(
                 s.writes

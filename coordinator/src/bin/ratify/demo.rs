@@ -631,6 +631,7 @@ async fn decided_pending(demo: &Demo) -> Result<usize> {
                 phase: pbco::TxnPhase::Decided as i32,
                 limit: 1_000,
                 page_token: String::new(),
+                local: false,
             })
             .await
         })

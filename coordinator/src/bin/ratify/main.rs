@@ -383,6 +383,7 @@ async fn txn(command: TxnCommand) -> Result<()> {
                 }),
                 limit,
                 page_token: String::new(),
+                local: false,
             }
             .into();
             let reply = AdminClient::new(endpoint.endpoints)

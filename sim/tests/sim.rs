@@ -1,0 +1,144 @@
+//! The deterministic simulation's guarantees, checked on the real coordinator and participant
+//! code (see docs/verification.md):
+//! - `sweep`: across a block of fault schedules (partitions, crashes with power loss, lossy,
+//!   held and slow links), the bank and atomic-marker histories are valid by the harness's
+//!   checkers, and nothing is left in doubt after healing. (CI's 500-seed sweep is its own
+//!   step, `ratify-sim sweep --seeds 500`.)
+//! - `replay`: `RATIFY_SIM_SEED=<seed>` runs that seed (as a sweep would print it).
+//! - `a_seed_replays_exactly_in_a_fresh_process`: the same seed in two processes gives the same
+//!   history and final state, which is what makes a printed seed a reproduction.
+//! - `planted_bug_is_found` (feature `planted-bugs`): the simulation finds a planted protocol
+//!   bug within CI's seed budget, and the seed that found it finds it again in a new process.
+//!
+//! `RATIFY_SIM_SEEDS=N RATIFY_SIM_FROM=S` sizes the `sweep` test.
+
+use std::process::Command;
+
+use ratify_check::Valid;
+use ratify_sim::sweep::{self, FROM_ENV, SEED_ENV, SEEDS_ENV};
+use ratify_sim::{SimConfig, run};
+
+/// Seeds the `sweep` test runs, from [`TEST_FROM`] (other seeds than CI's main sweep).
+const TEST_SEEDS: u64 = 32;
+/// The first seed of the `sweep` test.
+const TEST_FROM: u64 = 100_000;
+/// The planted bug must be found within CI's seed budget.
+const CI_SEEDS: u64 = 500;
+
+#[test]
+fn sweep() {
+    let count = sweep::env_u64(SEEDS_ENV, TEST_SEEDS);
+    let from = sweep::env_u64(FROM_ENV, TEST_FROM);
+    let summary = sweep::sweep(
+        from,
+        count,
+        sweep::default_jobs(),
+        SimConfig::for_seed,
+        false,
+        false,
+    );
+    println!("{}", summary.line());
+    assert!(
+        summary.failures.is_empty(),
+        "{} of {} seeds not valid: {:?} (lines above; replay with {SEED_ENV}=<seed>)",
+        summary.failures.len(),
+        summary.runs,
+        summary.failures.iter().map(|r| r.seed).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn replay() {
+    let seed = sweep::env_u64(SEED_ENV, 7);
+    let r = run(&SimConfig::for_seed(seed));
+    println!("{}", r.line());
+    if let Ok(path) = std::env::var("RATIFY_SIM_HISTORY") {
+        let lines: Vec<String> = r
+            .history
+            .iter()
+            .map(|op| serde_json::to_string(op).expect("history records serialize"))
+            .collect();
+        std::fs::write(&path, lines.join("\n")).expect("RATIFY_SIM_HISTORY is writable");
+        println!("history written to {path}");
+    }
+    assert!(
+        r.error.is_none() && r.valid == Valid::True,
+        "seed {seed} is not valid"
+    );
+}
+
+/// `ratify-sim run --seed <seed> <extra>` in a new process: (its output, whether it exited 0).
+fn run_in_new_process(seed: u64, extra: &[&str]) -> (String, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ratify-sim"))
+        .args(["run", "--seed", &seed.to_string()])
+        .args(extra)
+        .output()
+        .expect("the ratify-sim binary runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.success(),
+    )
+}
+
+fn fingerprint(line: &str) -> Option<&str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("fingerprint="))
+}
+
+#[test]
+fn a_seed_replays_exactly_in_a_fresh_process() {
+    for seed in [3, 10, 17] {
+        let (a, a_ok) = run_in_new_process(seed, &[]);
+        let (b, b_ok) = run_in_new_process(seed, &[]);
+        print!("{a}{b}");
+        assert!(a_ok && b_ok, "seed {seed} is not valid");
+        assert!(fingerprint(&a).is_some(), "no fingerprint in {a:?}");
+        assert_eq!(
+            fingerprint(&a),
+            fingerprint(&b),
+            "seed {seed} ran differently in two processes"
+        );
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_bug_is_found() {
+    use ratify_proto::planted::Bug;
+    let bug = Bug::AbortAfterYes;
+    let summary = sweep::sweep(
+        0,
+        CI_SEEDS,
+        sweep::default_jobs(),
+        |seed| SimConfig {
+            planted_bug: Some(bug),
+            workload: ratify_jepsen::workload::Kind::AtomicMarker,
+            ..SimConfig::for_seed(seed)
+        },
+        false,
+        true,
+    );
+    println!("{}", summary.line());
+    let found = summary
+        .failures
+        .iter()
+        .find(|r| r.error.is_none() && r.valid == Valid::False)
+        .unwrap_or_else(|| panic!("{} was not found in {} seeds", bug.name(), summary.runs));
+    println!(
+        "{} found by seed {} ({} seeds run)",
+        bug.name(),
+        found.seed,
+        summary.runs
+    );
+    // The printed seed is a reproduction: a new process finds the same violation.
+    let (out, ok) = run_in_new_process(
+        found.seed,
+        &["--workload", "atomic-marker", "--planted-bug", bug.name()],
+    );
+    print!("{out}");
+    assert!(
+        !ok && out.contains("INVALID"),
+        "seed {} did not reproduce",
+        found.seed
+    );
+}

@@ -69,15 +69,15 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The sweep's configuration for `seed`: the workload alternates between bank and
-    /// atomic-marker with the seed.
+    /// The sweep's configuration for `seed`: the workload rotates with the seed (bank,
+    /// atomic-marker, list-append).
     pub fn for_seed(seed: u64) -> Self {
         Self {
             seed,
-            workload: if seed.is_multiple_of(2) {
-                Kind::Bank
-            } else {
-                Kind::AtomicMarker
+            workload: match seed % 3 {
+                0 => Kind::Bank,
+                1 => Kind::AtomicMarker,
+                _ => Kind::ListAppend,
             },
             coordinators: 3,
             participants: 3,

@@ -1,7 +1,7 @@
 //! The deterministic simulation's guarantees, checked on the real coordinator and participant
 //! code (see docs/verification.md):
 //! - `sweep`: across a block of fault schedules (partitions, crashes with power loss, lossy,
-//!   held and slow links), the bank and atomic-marker histories are valid by the harness's
+//!   held and slow links), the bank, atomic-marker and list-append histories are valid by the harness's
 //!   checkers, and nothing is left in doubt after healing. (CI's 500-seed sweep is its own
 //!   step, `ratify-sim sweep --seeds 500`.)
 //! - `replay`: `RATIFY_SIM_SEED=<seed>` runs that seed (as a sweep would print it).

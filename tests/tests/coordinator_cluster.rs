@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use ratify_coordinator::local_cluster::LocalCluster;
+use ratify_proto::error::{ErrorCode, ErrorDetail};
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::types::admin::{
     ForceResolveRequest, ForceResolveResponse, ListTxnsRequest, ListTxnsResponse,
@@ -133,6 +134,41 @@ async fn decisions_are_first_wins_replicated_and_survive_failover_and_full_resta
                 matches!(d, Some(FinalDecision::Abort(_))),
                 "node {node}: {d:?}"
             );
+        }
+        // C9: a ListTxns that does not ask for `local` is a linearizable read: the leader
+        // answers, a follower refuses with NOT_LEADER naming the leader (a follower's applied
+        // state may lag).
+        for (node_id, node) in cluster.nodes() {
+            let endpoint = node
+                .endpoint()
+                .cloned()
+                .expect("running nodes have endpoints");
+            let mut client = ratify_coordinator::admin_client::connect(&endpoint)
+                .await
+                .expect("connect");
+            let req: pbco::ListTxnsRequest = ListTxnsRequest {
+                phase: None,
+                limit: 10,
+                page_token: String::new(),
+                local: false,
+            }
+            .into();
+            let reply = client.list_txns(req).await;
+            if node_id == leader {
+                let list =
+                    ListTxnsResponse::try_from(reply.expect("the leader lists").into_inner())
+                        .expect("well-formed");
+                assert!(list.txns.iter().any(|t| t.txn_id == txn));
+            } else {
+                let status = reply.expect_err("a follower refuses a linearizable list");
+                let detail = ErrorDetail::from_status(&status).expect("error details");
+                assert_eq!(
+                    detail.code,
+                    ErrorCode::NotLeader,
+                    "node {node_id}: {status:?}"
+                );
+                assert_eq!(detail.leader_id, Some(leader));
+            }
         }
 
         // Kill the leader that recorded it: the new leader still has it, and still refuses a

@@ -195,6 +195,17 @@ impl MemDisk {
         }
     }
 
+    /// Apply `batch` so that readers see it but no sync ever makes it durable (a write that
+    /// bypasses the write-ahead log): a crash forgets it. For the planted bug
+    /// `yes-without-sync`.
+    pub fn write_unlogged(&self, batch: Batch) {
+        let mut g = self.lock();
+        g.writes += 1;
+        for op in batch.ops {
+            apply(&mut g.current, &op);
+        }
+    }
+
     /// Make every write so far durable.
     pub fn sync(&self) {
         Self::sync_locked(&mut self.lock());
@@ -277,13 +288,19 @@ mod tests {
         d.crash();
         assert_eq!(d.get("a", b"k1"), Some(b"v1".to_vec()));
         assert_eq!(d.get("a", b"k2"), None);
-        // A later sync makes earlier unsynced writes durable too (one shared log).
+        // A later sync makes earlier unsynced writes durable too (one shared log), but never
+        // an unlogged one.
         let mut b = Batch::new();
         b.put("a", b"k3", b"v3");
         d.write(b, false);
+        let mut b = Batch::new();
+        b.put("a", b"k4", b"v4");
+        d.write_unlogged(b);
+        assert_eq!(d.get("a", b"k4"), Some(b"v4".to_vec()));
         d.sync();
         d.crash();
         assert_eq!(d.get("a", b"k3"), Some(b"v3".to_vec()));
+        assert_eq!(d.get("a", b"k4"), None);
     }
 
     #[test]

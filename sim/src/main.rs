@@ -1,7 +1,8 @@
 //! `ratify-sim`: run the deterministic simulation from the command line.
 //!
-//! - `ratify-sim sweep --seeds 100000 [--from 0] [--jobs N]`: many seeds (the documented long
-//!   sweep); prints every run that is not valid and a summary; exits 1 if any.
+//! - `ratify-sim sweep --seeds 100000 [--from 0] [--jobs N] [--quiet]`: many seeds (the
+//!   documented long sweep); prints each run's line (`--quiet`: only runs that are not valid)
+//!   and a summary; exits 1 if any run is not valid.
 //! - `ratify-sim run --seed S [--times K] [--history DIR]`: one seed, K times, printing each
 //!   run's line and whether the runs were identical.
 //! - Both take `--workload` (instead of the seed's) and, in a build with the `planted-bugs`
@@ -46,9 +47,9 @@ enum Command {
         /// Threads (default: the machine's cores).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Print every run, not only failures.
+        /// Print only the runs that are not valid (by default every run prints its line).
         #[arg(long)]
-        verbose: bool,
+        quiet: bool,
         #[command(flatten)]
         variant: Variant,
     },
@@ -112,12 +113,12 @@ fn main() {
             seeds,
             from,
             jobs,
-            verbose,
+            quiet,
             variant,
         } => {
             let jobs = jobs.unwrap_or_else(sweep::default_jobs);
             let hunting = variant.planted_bug.is_some();
-            let summary = sweep::sweep(from, seeds, jobs, configure(&variant), verbose, hunting);
+            let summary = sweep::sweep(from, seeds, jobs, configure(&variant), !quiet, hunting);
             println!("{}", summary.line());
             if hunting {
                 match summary.failures.iter().find(|r| r.valid == Valid::False) {

@@ -123,6 +123,25 @@ pub struct SimResult {
 }
 
 impl SimResult {
+    /// A run that could not finish at all.
+    pub fn failed(cfg: &SimConfig, error: String) -> Self {
+        Self {
+            seed: cfg.seed,
+            workload: cfg.workload.name(),
+            planted_bug: cfg.planted_bug,
+            valid: Valid::Unknown,
+            results: Vec::new(),
+            error: Some(error),
+            counts: (0, 0, 0),
+            faults: Vec::new(),
+            sim_time: Duration::ZERO,
+            wall: Duration::ZERO,
+            steps: 0,
+            history: Vec::new(),
+            fingerprint: 0,
+        }
+    }
+
     /// One line: seed, verdict, counts, faults, times.
     pub fn line(&self) -> String {
         let verdict = match (&self.error, self.valid) {
@@ -235,6 +254,16 @@ fn sim_unix_ms() -> u64 {
 /// Run one simulation on this thread.
 pub fn run(cfg: &SimConfig) -> SimResult {
     crate::init_logging();
+    #[cfg(not(tokio_unstable))]
+    {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "ratify-sim: built without --cfg tokio_unstable (RUSTFLAGS overrides .cargo/config.toml): \
+                 tokio's select! order is not seeded, so a seed may not replay exactly"
+            )
+        });
+    }
     let began = Instant::now();
     let mut rng = Rng::new(cfg.seed);
     let _hooks = hooks::install(hooks::Hooks {
@@ -395,6 +424,7 @@ pub fn run(cfg: &SimConfig) -> SimResult {
             .collect(),
         disks,
         max_latency: Duration::from_millis(max_latency),
+        links: BTreeMap::new(),
         started_at: None,
         next: 0,
         active: Vec::new(),
@@ -462,6 +492,8 @@ struct FaultDriver {
     all_hosts: Vec<String>,
     disks: BTreeMap<String, Arc<MemDisk>>,
     max_latency: Duration,
+    /// The links as last set (only faulty ones).
+    links: BTreeMap<(usize, usize), LinkState>,
     started_at: Option<Duration>,
     next: usize,
     active: Vec<Scheduled>,
@@ -527,43 +559,114 @@ impl FaultDriver {
         }
     }
 
-    /// Heal every link, then cut, hold, slow and degrade what the active faults say.
-    fn rebuild_network(&self, sim: &mut turmoil::Sim<'_>) {
-        for (i, a) in self.all_hosts.iter().enumerate() {
-            for b in &self.all_hosts[i + 1..] {
-                sim.repair(a.as_str(), b.as_str());
-                sim.release(a.as_str(), b.as_str());
-                sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
-                sim.set_link_max_message_latency(a.as_str(), b.as_str(), self.max_latency);
+    /// What every link should be under the active faults. A cut (in either direction)
+    /// overrides a hold or a lossy link on the same pair: turmoil's hold would turn a
+    /// partition into a hold, and a lossy link's random repair would heal a one-way cut.
+    fn desired_links(&self) -> BTreeMap<(usize, usize), LinkState> {
+        let index = |h: &str| self.all_hosts.iter().position(|x| x == h);
+        let mut links: BTreeMap<(usize, usize), LinkState> = BTreeMap::new();
+        let cut = |links: &mut BTreeMap<(usize, usize), LinkState>, from: &str, to: &str| {
+            if let (Some(a), Some(b)) = (index(from), index(to)) {
+                let l = links.entry((a.min(b), a.max(b))).or_default();
+                if a < b {
+                    l.cut_ab = true;
+                } else {
+                    l.cut_ba = true;
+                }
             }
-        }
+        };
         for s in &self.active {
             match &s.fault {
                 Fault::Isolate(h) => {
                     for o in self.all_hosts.iter().filter(|o| *o != h) {
-                        sim.partition(h.as_str(), o.as_str());
+                        cut(&mut links, h, o);
+                        cut(&mut links, o, h);
                     }
                 }
-                Fault::OneWay(a, b) => sim.partition_oneway(a.as_str(), b.as_str()),
+                Fault::OneWay(a, b) => cut(&mut links, a, b),
                 Fault::Split(x, y) => {
                     for a in x {
                         for b in y {
-                            sim.partition(a.as_str(), b.as_str());
+                            cut(&mut links, a, b);
+                            cut(&mut links, b, a);
                         }
                     }
                 }
                 Fault::Crash(_) => {}
-                Fault::Hold(a, b) => sim.hold(a.as_str(), b.as_str()),
-                Fault::Lossy(a, b) => sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.05),
-                Fault::Slow(a, b, ms) => sim.set_link_max_message_latency(
-                    a.as_str(),
-                    b.as_str(),
-                    Duration::from_millis(*ms),
-                ),
+                Fault::Hold(a, b) | Fault::Lossy(a, b) | Fault::Slow(a, b, _) => {
+                    if let (Some(i), Some(j)) = (index(a), index(b)) {
+                        let l = links.entry((i.min(j), i.max(j))).or_default();
+                        match s.fault {
+                            Fault::Hold(..) => l.hold = true,
+                            Fault::Lossy(..) => l.lossy = true,
+                            Fault::Slow(_, _, ms) => l.slow_ms = l.slow_ms.max(Some(ms)),
+                            _ => {}
+                        }
+                    }
+                }
             }
         }
+        for l in links.values_mut() {
+            if l.cut_ab || l.cut_ba {
+                l.hold = false;
+                l.lossy = false;
+            }
+        }
+        links.retain(|_, l| *l != LinkState::default());
+        links
+    }
+
+    /// Bring the links whose desired state changed to it; leave the others alone (so a hold
+    /// keeps its messages until its own fault ends, then releases them late).
+    fn rebuild_network(&mut self, sim: &mut turmoil::Sim<'_>) {
+        let desired = self.desired_links();
+        let pairs: std::collections::BTreeSet<(usize, usize)> =
+            desired.keys().chain(self.links.keys()).copied().collect();
+        for pair in pairs {
+            let want = desired.get(&pair).copied().unwrap_or_default();
+            let had = self.links.get(&pair).copied().unwrap_or_default();
+            if want == had {
+                continue;
+            }
+            let (a, b) = (
+                self.all_hosts[pair.0].as_str(),
+                self.all_hosts[pair.1].as_str(),
+            );
+            // Heal: release what a hold kept (delivered now, late), repair cuts.
+            sim.release(a, b);
+            sim.repair(a, b);
+            sim.set_link_fail_rate(a, b, if want.lossy { LOSSY_FAIL_RATE } else { 0.0 });
+            sim.set_link_max_message_latency(
+                a,
+                b,
+                want.slow_ms.map_or(self.max_latency, Duration::from_millis),
+            );
+            match (want.cut_ab, want.cut_ba) {
+                (true, true) => sim.partition(a, b),
+                (true, false) => sim.partition_oneway(a, b),
+                (false, true) => sim.partition_oneway(b, a),
+                (false, false) => {}
+            }
+            if want.hold {
+                sim.hold(a, b);
+            }
+        }
+        self.links = desired;
     }
 }
+
+/// A link's faults (hosts by index, `a < b`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LinkState {
+    cut_ab: bool,
+    cut_ba: bool,
+    hold: bool,
+    lossy: bool,
+    slow_ms: Option<u64>,
+}
+
+/// A lossy link breaks on a message with this probability (and repairs at random).
+const LOSSY_FAIL_RATE: f64 = 0.05;
 
 /// The client host: set-up, workload, final phase, checks.
 async fn client(

@@ -54,16 +54,32 @@ impl Summary {
     }
 }
 
+/// Run one seed, turning a panic (a bug in the code under test, or in the simulation) into a
+/// failed run that still names its seed.
+pub fn run_catching(cfg: &SimConfig) -> SimResult {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cfg))) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic".to_owned());
+            SimResult::failed(cfg, format!("panicked: {why}"))
+        }
+    }
+}
+
 /// Run `count` seeds from `from` on `jobs` threads, configured by `config`, printing each
-/// run's line (`verbose`) or only failures. With `stop_at_first_failure`, stops handing out
-/// seeds once a run is not valid.
+/// run's line (`verbose`) or only failures. With `stop_at_first_invalid`, stops handing out
+/// seeds once a run is invalid (a checker found a violation).
 pub fn sweep(
     from: u64,
     count: u64,
     jobs: usize,
     config: impl Fn(u64) -> SimConfig + Sync,
     verbose: bool,
-    stop_at_first_failure: bool,
+    stop_at_first_invalid: bool,
 ) -> Summary {
     let began = Instant::now();
     let next = AtomicU64::new(from);
@@ -77,7 +93,7 @@ pub fn sweep(
                     if seed >= end {
                         return;
                     }
-                    let r = run(&config(seed));
+                    let r = run_catching(&config(seed));
                     let ok = r.error.is_none() && r.valid == ratify_check::Valid::True;
                     if verbose || !ok {
                         println!("{}", r.line());
@@ -90,10 +106,13 @@ pub fn sweep(
                     sum.faults += r.faults.len() as u64;
                     sum.sim_time += r.sim_time;
                     if !ok {
-                        sum.failures.push(r);
-                        if stop_at_first_failure {
+                        if stop_at_first_invalid
+                            && r.error.is_none()
+                            && r.valid == ratify_check::Valid::False
+                        {
                             next.store(end, Ordering::SeqCst);
                         }
+                        sum.failures.push(r);
                     }
                 }
             });

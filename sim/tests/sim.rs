@@ -34,7 +34,7 @@ fn sweep() {
         count,
         sweep::default_jobs(),
         SimConfig::for_seed,
-        false,
+        true,
         false,
     );
     println!("{}", summary.line());

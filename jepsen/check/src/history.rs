@@ -407,7 +407,6 @@ pub(crate) fn show_list<T: std::fmt::Display>(list: &[T]) -> String {
     }
 }
 
-/// Hand-built histories for the checkers' unit tests.
 /// How many operations completed ok, fail and info.
 pub fn outcome_counts(history: &[Op]) -> (u64, u64, u64) {
     history
@@ -420,6 +419,7 @@ pub fn outcome_counts(history: &[Op]) -> (u64, u64, u64) {
         })
 }
 
+/// Hand-built histories for the checkers' unit tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::{CheckResult, Op, OpType};

@@ -229,6 +229,23 @@ fn check_read(keys: &[String]) -> Result<(), Status> {
     keys.iter().try_for_each(|k| check_key(k))
 }
 
+/// A client of a participant's KV service at `endpoint`: lazy, 500 ms to connect, 5 s per
+/// call, big enough for a final dump. Through `ratify_proto::hooks::channel`, so the
+/// simulation's network when a simulation runs, TCP otherwise.
+pub fn client(
+    endpoint: &ratify_proto::types::Endpoint,
+) -> ratify_proto::pb::jepsen::jepsen_kv_client::JepsenKvClient<tonic::transport::Channel> {
+    use ratify_proto::hooks::EndpointExt as _;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .expect("a validated endpoint is a valid URI")
+        .connect_timeout(std::time::Duration::from_millis(500))
+        .timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .lazy_channel();
+    ratify_proto::pb::jepsen::jepsen_kv_client::JepsenKvClient::new(channel)
+        .max_decoding_message_size(DUMP_BYTES_MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

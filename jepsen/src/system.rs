@@ -343,15 +343,7 @@ impl System {
 
     /// A JepsenKv client of a participant, straight (business calls are not proxied).
     pub fn kv(&self, participant: usize) -> JepsenKvClient<Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(
-            endpoint(self.participants[participant].addr).to_string(),
-        )
-        .expect("valid endpoint")
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy();
-        JepsenKvClient::new(channel).max_decoding_message_size(crate::kv::DUMP_BYTES_MAX)
+        crate::kv::client(&endpoint(self.participants[participant].addr))
     }
 
     /// One coordinator's view, if it answers within [`STATUS_TIMEOUT`].

@@ -172,18 +172,7 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
     ) -> Result<Response<pbp::CommitResponse>, Status> {
         let batch = batch(request, self.batch_txns_max)?;
         ratify_proto::failpoint::hit(FAILPOINT_BEFORE_COMMIT);
-        let resource = self.resource.clone();
-        let acks = to_completion(async move {
-            let resource = &resource;
-            join_all(
-                batch
-                    .txn_ids
-                    .iter()
-                    .map(|&txn_id| async move { ack(txn_id, resource.commit(txn_id).await) }),
-            )
-            .await
-        })
-        .await?;
+        let acks = phase_two(self.resource.clone(), batch.txn_ids, PhaseTwo::Commit).await?;
         Ok(Response::new(convert::commit_acks_to_wire(acks)))
     }
 
@@ -192,18 +181,7 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         request: Request<pbp::AbortRequest>,
     ) -> Result<Response<pbp::AbortResponse>, Status> {
         let batch = batch(request, self.batch_txns_max)?;
-        let resource = self.resource.clone();
-        let acks = to_completion(async move {
-            let resource = &resource;
-            join_all(
-                batch
-                    .txn_ids
-                    .iter()
-                    .map(|&txn_id| async move { ack(txn_id, resource.abort(txn_id).await) }),
-            )
-            .await
-        })
-        .await?;
+        let acks = phase_two(self.resource.clone(), batch.txn_ids, PhaseTwo::Abort).await?;
         Ok(Response::new(convert::abort_acks_to_wire(acks)))
     }
 
@@ -232,6 +210,34 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         .await?;
         Ok(Response::new(convert::one_phase_results_to_wire(results)))
     }
+}
+
+/// Which phase-2 message.
+#[derive(Clone, Copy)]
+enum PhaseTwo {
+    Commit,
+    Abort,
+}
+
+/// Apply a phase-2 batch concurrently (one group-committed fsync covers it), run to
+/// completion whatever the caller does.
+async fn phase_two<R: Resource>(
+    resource: Arc<R>,
+    txn_ids: Vec<TxnId>,
+    op: PhaseTwo,
+) -> Result<Vec<AckResult>, Status> {
+    to_completion(async move {
+        let resource = &resource;
+        join_all(txn_ids.iter().map(|&txn_id| async move {
+            let result = match op {
+                PhaseTwo::Commit => resource.commit(txn_id).await,
+                PhaseTwo::Abort => resource.abort(txn_id).await,
+            };
+            ack(txn_id, result)
+        }))
+        .await
+    })
+    .await
 }
 
 fn ack(txn_id: TxnId, result: crate::error::Result<AckStatus>) -> AckResult {

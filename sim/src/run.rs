@@ -19,9 +19,8 @@ use ratify_jepsen::workload::{Kind, Workload};
 use ratify_participant::{
     Client, ClientConfig, Participant, ParticipantConfig, RocksStore, StoreConfig,
 };
-use ratify_proto::hooks::{self, EndpointExt as _};
+use ratify_proto::hooks;
 use ratify_proto::memdisk::MemDisk;
-use ratify_proto::pb::jepsen::jepsen_kv_client::JepsenKvClient;
 use ratify_proto::pb::jepsen::jepsen_kv_server::JepsenKvServer;
 use ratify_proto::planted::Bug;
 use ratify_proto::types::{Endpoint, ParticipantId, TxnId};
@@ -688,18 +687,9 @@ async fn client(
             ..ClientConfig::default()
         },
     )?;
-    let kvs: Vec<JepsenKvClient<tonic::transport::Channel>> = names
+    let kvs: Vec<_> = names
         .iter()
-        .map(|n| {
-            let channel =
-                tonic::transport::Endpoint::from_shared(endpoint(n, PARTICIPANT_PORT).to_string())
-                    .expect("valid endpoint")
-                    .connect_timeout(Duration::from_millis(500))
-                    .timeout(Duration::from_secs(5))
-                    .lazy_channel();
-            JepsenKvClient::new(channel)
-                .max_decoding_message_size(ratify_jepsen::kv::DUMP_BYTES_MAX)
-        })
+        .map(|n| ratify_jepsen::kv::client(&endpoint(n, PARTICIPANT_PORT)))
         .collect();
     let workload = Arc::new(Workload::new(
         kind,

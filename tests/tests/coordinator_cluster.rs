@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use ratify_coordinator::local_cluster::LocalCluster;
+use ratify_coordinator::local_cluster::{LocalCluster, ServiceProcess};
 use ratify_proto::error::{ErrorCode, ErrorDetail};
 use ratify_proto::pb::coordinator as pbco;
+use ratify_proto::pb::coordinator::admin_client::AdminClient as PbAdminClient;
 use ratify_proto::types::admin::{
     ForceResolveRequest, ForceResolveResponse, ListTxnsRequest, ListTxnsResponse,
 };
@@ -32,6 +33,17 @@ async fn force(cluster: &LocalCluster, txn_id: TxnId, decision: Decision) -> For
     ForceResolveResponse::try_from(reply).expect("well-formed reply")
 }
 
+/// One node's admin API (no leader following).
+async fn admin_of(node: &ServiceProcess) -> PbAdminClient<tonic::transport::Channel> {
+    let endpoint = node
+        .endpoint()
+        .cloned()
+        .expect("running nodes have endpoints");
+    ratify_coordinator::admin_client::connect(&endpoint)
+        .await
+        .expect("connect")
+}
+
 /// Every running node's own view of `txn_id` (decided locally, no forwarding).
 async fn decisions_on_each_node(
     cluster: &LocalCluster,
@@ -39,13 +51,7 @@ async fn decisions_on_each_node(
 ) -> Vec<(u64, Option<FinalDecision>)> {
     let mut out = Vec::new();
     for (node_id, node) in cluster.nodes().filter(|(_, n)| n.is_running()) {
-        let endpoint = node
-            .endpoint()
-            .cloned()
-            .expect("running nodes have endpoints");
-        let mut client = ratify_coordinator::admin_client::connect(&endpoint)
-            .await
-            .expect("connect");
+        let mut client = admin_of(node).await;
         let req: pbco::ListTxnsRequest = ListTxnsRequest {
             phase: Some(TxnPhase::Completed),
             limit: 1000,
@@ -139,13 +145,7 @@ async fn decisions_are_first_wins_replicated_and_survive_failover_and_full_resta
         // answers, a follower refuses with NOT_LEADER naming the leader (a follower's applied
         // state may lag).
         for (node_id, node) in cluster.nodes() {
-            let endpoint = node
-                .endpoint()
-                .cloned()
-                .expect("running nodes have endpoints");
-            let mut client = ratify_coordinator::admin_client::connect(&endpoint)
-                .await
-                .expect("connect");
+            let mut client = admin_of(node).await;
             let req: pbco::ListTxnsRequest = ListTxnsRequest {
                 phase: None,
                 limit: 10,

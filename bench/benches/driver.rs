@@ -27,6 +27,7 @@ fn one_transaction(c: &mut Criterion) {
                     txn_id: t,
                     participants: vec![a.clone(), b.clone()],
                     deadline_unix_ms: now + 1_000,
+                    call_counts: vec![1, 1],
                     reply,
                 },
             );

@@ -5,18 +5,34 @@
 //! retries with the same transaction id (safe: Commit is idempotent by id, rule C10) until the
 //! transaction's deadline plus `commit_grace`, and answers [`Outcome::Unknown`] — never a guess —
 //! if it cannot learn the outcome by then.
+//!
+//! # The initiator's side of the call contract (docs/protocol.md P10)
+//!
+//! - Every call gets its own call id (`ratify-call-id`); [`Transaction::call`] retries a call
+//!   whose answer was lost with the same id, and the participant answers the retry from the
+//!   first attempt instead of running it twice.
+//! - The transaction remembers every call that failed. [`Transaction::commit`] after a failed
+//!   call does not commit: it aborts and answers `Aborted`, naming the call — PostgreSQL's rule
+//!   (after an error, COMMIT is ROLLBACK). [`Transaction::forgive_failures`] says otherwise
+//!   (the participant that failed a call still votes NO unless it declared the error harmless).
+//! - Commit tells the coordinator how many calls were made to each participant; a participant
+//!   that did not complete exactly that many (a call never arrived, or was still running)
+//!   votes NO. So even a commit after a lost call cannot leave that call out.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ratify_proto::error::ErrorDetail;
 use ratify_proto::leader::{CallError, LeaderFollower, RetryPolicy};
+use ratify_proto::metadata::{CALL_ID, DOOMED, HARMLESS};
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::pb::coordinator::coordinator_client::CoordinatorClient;
 use ratify_proto::types::coordinator::{
     AbortRequest, AbortResponse, CommitRequest, CommitResponse, StatusRequest, StatusResponse,
 };
-use ratify_proto::types::{Endpoint, Outcome, ParticipantId, TxnId};
+use ratify_proto::types::{AbortCause, AbortInfo, Endpoint, Outcome, ParticipantId, TxnId};
 use tokio::time::Instant;
 
 use crate::context::TxnContext;
@@ -34,6 +50,11 @@ pub struct ClientConfig {
     pub call_timeout: Duration,
     /// Participants per transaction, at most (the coordinator's limit is 64 by default).
     pub participants_per_txn_max: usize,
+    /// Attempts of one business call by [`Transaction::call`] when its answer is lost (the
+    /// participant unreachable, the call timed out), at most; each retry has the same call id.
+    pub call_attempts_max: u32,
+    /// First pause before retrying a call; doubles with each retry.
+    pub call_backoff: Duration,
     /// Retry timing across coordinator nodes.
     pub retry: RetryPolicy,
     /// Where to really connect: `host:port` → `host:port` (a proxy, a tunnel), for the
@@ -48,6 +69,8 @@ impl Default for ClientConfig {
             commit_grace: Duration::from_secs(5),
             call_timeout: Duration::from_secs(10),
             participants_per_txn_max: 64,
+            call_attempts_max: 3,
+            call_backoff: Duration::from_millis(50),
             retry: RetryPolicy::default(),
             dial_map: std::collections::BTreeMap::new(),
         }
@@ -118,7 +141,7 @@ impl Client {
                 deadline_unix_ms: Some(deadline_unix_ms),
                 first_attempt,
             },
-            participants: Arc::new(Mutex::new(BTreeSet::new())),
+            log: Arc::new(Mutex::new(CallLog::default())),
         }
     }
 
@@ -140,21 +163,34 @@ impl Client {
     }
 
     /// Commit `txn_id` over `participants` (the lower-level form of [`Transaction::commit`],
-    /// for retrying a commit from another process). `Ok(Outcome::Unknown)` when the outcome
-    /// could not be learned before `deadline_unix_ms` plus the grace; `Err` when the coordinator
-    /// refused the request itself (malformed, unknown participant).
+    /// for retrying a commit from another process), without call counts.
+    /// `Ok(Outcome::Unknown)` when the outcome could not be learned before `deadline_unix_ms`
+    /// plus the grace; `Err` when the coordinator refused the request itself (malformed,
+    /// unknown participant).
     pub async fn commit_txn(
         &self,
         txn_id: TxnId,
         participants: Vec<ParticipantId>,
         deadline_unix_ms: u64,
     ) -> Result<Outcome> {
-        let req: pbco::CommitRequest = CommitRequest {
+        self.commit_request(CommitRequest {
             txn_id,
             participants,
             deadline_unix_ms: Some(deadline_unix_ms),
-        }
-        .into();
+            call_counts: Vec::new(),
+        })
+        .await
+    }
+
+    /// Send a Commit as given (see [`Transaction::commit_request`] for the one a transaction
+    /// sends, which can be sent again to retry it). As [`Client::commit_txn`] otherwise; a
+    /// request with no deadline gets the client's `txn_timeout` from now.
+    pub async fn commit_request(&self, mut request: CommitRequest) -> Result<Outcome> {
+        let deadline_unix_ms = *request
+            .deadline_unix_ms
+            .get_or_insert_with(|| unix_ms() + self.inner.config.txn_timeout.as_millis() as u64);
+        let txn_id = request.txn_id;
+        let req: pbco::CommitRequest = request.into();
         let remaining = Duration::from_millis(deadline_unix_ms.saturating_sub(unix_ms()));
         let until = Instant::now() + remaining + self.inner.config.commit_grace;
         let reply = self
@@ -208,16 +244,69 @@ impl Client {
     }
 }
 
-/// A transaction in progress at the initiator. Clones share the participant list, so
-/// concurrent calls to several services can each enlist theirs.
+/// A business call of a transaction that failed, as the initiator saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFailure {
+    /// The participant called.
+    pub participant: ParticipantId,
+    /// The call's id (`ratify-call-id`).
+    pub call_id: String,
+    /// The gRPC code it failed with.
+    pub code: tonic::Code,
+    /// The error's message.
+    pub message: String,
+    /// The participant said the transaction is doomed there (`ratify-doomed`): it will vote
+    /// NO whatever the initiator does. False when the answer never came (the call may or may
+    /// not have run there).
+    pub doomed: bool,
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "call {} to {} failed: {:?}: {}",
+            self.call_id, self.participant, self.code, self.message
+        )
+    }
+}
+
+/// What a transaction's calls have been so far.
+#[derive(Debug, Default)]
+struct CallLog {
+    participants: BTreeMap<ParticipantId, u32>,
+    next_call: u64,
+    failures: Vec<CallFailure>,
+    running: usize,
+}
+
+/// Failures kept per transaction (the first ones; later ones are counted only).
+const FAILURES_KEPT_MAX: usize = 16;
+
+/// A transaction in progress at the initiator. Clones share the participant list and the call
+/// log, so concurrent calls to several services can each enlist theirs.
 #[derive(Clone)]
 pub struct Transaction {
     client: Client,
     ctx: TxnContext,
-    participants: Arc<Mutex<BTreeSet<ParticipantId>>>,
+    log: Arc<Mutex<CallLog>>,
+}
+
+/// Whether a failed call's answer was lost on the way (so it may be retried with the same call
+/// id) rather than given by the participant.
+fn answer_lost(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    ) && ErrorDetail::from_status(status).is_none()
+        && !status.metadata().contains_key(DOOMED)
 }
 
 impl Transaction {
+    fn log(&self) -> std::sync::MutexGuard<'_, CallLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The transaction id.
     pub fn id(&self) -> TxnId {
         self.ctx.txn_id
@@ -236,49 +325,212 @@ impl Transaction {
 
     /// Record `participant` as taking part (done for you by [`Transaction::request`]).
     pub fn enlist(&self, participant: &ParticipantId) {
-        self.participants
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(participant.clone());
+        self.log()
+            .participants
+            .entry(participant.clone())
+            .or_insert(0);
     }
 
     /// The participants enlisted so far.
     pub fn participants(&self) -> Vec<ParticipantId> {
-        self.participants
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.log().participants.keys().cloned().collect()
     }
 
-    /// A request to `participant`'s service carrying this transaction's context; the
-    /// participant is enlisted.
+    /// The calls made to each enlisted participant so far, in the order of
+    /// [`Transaction::participants`] (what Commit reports, P10).
+    pub fn call_counts(&self) -> Vec<u32> {
+        self.log().participants.values().copied().collect()
+    }
+
+    /// The calls that failed so far (the first few).
+    pub fn failures(&self) -> Vec<CallFailure> {
+        self.log().failures.clone()
+    }
+
+    /// A request to `participant`'s service carrying this transaction's context and a new
+    /// call id; the participant is enlisted and the call counted (P10: build one request per
+    /// call you make, and send it — a counted call that never reaches the participant makes
+    /// it vote NO). To retry the same call, resend this request's metadata as it is.
+    /// [`Transaction::call`] does all of that, and remembers failures; a failure of a call
+    /// sent with a bare `request` is yours to report ([`Transaction::record_failure`]).
     pub fn request<T>(&self, participant: &ParticipantId, message: T) -> tonic::Request<T> {
-        self.enlist(participant);
+        let call_id = {
+            let mut log = self.log();
+            log.next_call += 1;
+            *log.participants.entry(participant.clone()).or_insert(0) += 1;
+            log.next_call
+        };
+        self.request_with_id(message, &call_id.to_string())
+    }
+
+    fn request_with_id<T>(&self, message: T, call_id: &str) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         self.ctx.attach(request.metadata_mut());
+        request.metadata_mut().insert(
+            CALL_ID,
+            tonic::metadata::MetadataValue::try_from(call_id)
+                .expect("a decimal call id is valid metadata"),
+        );
         request
+    }
+
+    /// Make one business call to `participant`: `send` sends the request it is given (e.g.
+    /// `|r| { let mut c = bank.clone(); async move { c.deposit(r).await } }`). A call whose
+    /// answer is lost (unreachable, timed out) is sent again with the same call id, up to
+    /// `call_attempts_max` times within the transaction's deadline — the participant runs it
+    /// once and answers every attempt alike. A call that fails is remembered, and
+    /// [`Transaction::commit`] will then abort, unless the participant declared the error
+    /// harmless ([`crate::harmless`]).
+    pub async fn call<T, R, F, Fut>(
+        &self,
+        participant: &ParticipantId,
+        message: T,
+        mut send: F,
+    ) -> Result<tonic::Response<R>, tonic::Status>
+    where
+        T: Clone,
+        F: FnMut(tonic::Request<T>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let call_id = {
+            let mut log = self.log();
+            log.next_call += 1;
+            *log.participants.entry(participant.clone()).or_insert(0) += 1;
+            log.running += 1;
+            log.next_call.to_string()
+        };
+        let config = &self.client.inner.config;
+        let mut backoff = config.call_backoff;
+        let mut attempt = 1;
+        let result = loop {
+            let r = send(self.request_with_id(message.clone(), &call_id)).await;
+            match r {
+                Err(status)
+                    if answer_lost(&status)
+                        && attempt < config.call_attempts_max
+                        && self
+                            .ctx
+                            .deadline_unix_ms
+                            .is_none_or(|d| unix_ms() + (backoff.as_millis() as u64) < d) =>
+                {
+                    tracing::debug!(txn_id = %self.ctx.txn_id, %participant, call_id, attempt, error = %status, "a call's answer was lost; retrying it");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        if let Err(status) = &result
+            && !status.metadata().contains_key(HARMLESS)
+        {
+            self.note_failure(participant, &call_id, status);
+        }
+        self.log().running -= 1;
+        result
+    }
+
+    fn note_failure(&self, participant: &ParticipantId, call_id: &str, status: &tonic::Status) {
+        let mut log = self.log();
+        if log.failures.len() < FAILURES_KEPT_MAX {
+            log.failures.push(CallFailure {
+                participant: participant.clone(),
+                call_id: call_id.to_owned(),
+                code: status.code(),
+                message: ratify_proto::types::truncate_utf8(
+                    status.message(),
+                    ratify_proto::types::MESSAGE_LEN_MAX,
+                )
+                .to_owned(),
+                doomed: status.metadata().contains_key(DOOMED),
+            });
+        }
+    }
+
+    /// Report a call made with [`Transaction::request`] that failed (with `status`), as
+    /// [`Transaction::call`] does by itself: [`Transaction::commit`] will then abort. An error
+    /// the participant declared harmless is not a failure and is ignored here.
+    pub fn record_failure(&self, participant: &ParticipantId, status: &tonic::Status) {
+        if status.metadata().contains_key(HARMLESS) {
+            return;
+        }
+        self.note_failure(participant, "(unnumbered)", status);
+    }
+
+    /// Forget the failures seen so far: a later [`Transaction::commit`] asks the coordinator to
+    /// commit anyway. For an initiator that handled a failure itself (and made another call
+    /// instead, say). Safe: a participant where a call failed has doomed the transaction and
+    /// votes NO, unless it declared the error harmless; the call counts make a participant
+    /// vote NO if a counted call never ran there.
+    pub fn forgive_failures(&self) {
+        self.log().failures.clear();
+    }
+
+    /// The Commit this transaction sends: its participants, the calls made to each (P10), its
+    /// deadline. Send it again with [`Client::commit_request`] to retry a commit whose
+    /// outcome was unknown.
+    pub fn commit_request(&self) -> CommitRequest {
+        let log = self.log();
+        CommitRequest {
+            txn_id: self.ctx.txn_id,
+            participants: log.participants.keys().cloned().collect(),
+            call_counts: log.participants.values().copied().collect(),
+            deadline_unix_ms: Some(self.ctx.deadline_unix_ms.unwrap_or_else(unix_ms)),
+        }
     }
 
     /// Commit: the coordinator runs two-phase commit over the enlisted participants and
     /// answers with the applied decision. `Ok(Outcome::Unknown)` if the outcome could not be
     /// learned in time (ask [`Client::status`] later); `Err` if the coordinator refused the
     /// request itself.
+    ///
+    /// After a failed call (see [`Transaction::call`]), or with a call still running, it does
+    /// not commit: it aborts (telling the coordinator, so participants release their locks
+    /// early) and answers `Aborted` naming the call (P10) — unless
+    /// [`Transaction::forgive_failures`] was called.
     pub async fn commit(self) -> Result<Outcome> {
-        let participants = self.participants();
+        let (first_failure, running) = {
+            let log = self.log();
+            (log.failures.first().cloned(), log.running)
+        };
+        let refusal = match (first_failure, running) {
+            (Some(f), _) => Some((Some(f.participant.clone()), f.to_string())),
+            (None, n) if n > 0 => Some((
+                None,
+                format!("{n} call(s) of the transaction were still running at commit"),
+            )),
+            (None, _) => None,
+        };
+        if let Some((participant, why)) = refusal {
+            let why = format!("not committed: {why}");
+            let told = tokio::time::timeout(
+                self.client.inner.config.call_timeout,
+                self.client
+                    .abort_txn(self.ctx.txn_id, self.participants(), why.clone()),
+            )
+            .await;
+            return Ok(match told {
+                // A commit nobody asked for cannot have won, but say what the coordinator says.
+                Ok(Ok(outcome @ (Outcome::Aborted(_) | Outcome::Committed))) => outcome,
+                // The coordinator did not answer: Commit was never sent, so it cannot commit.
+                _ => Outcome::Aborted(AbortInfo {
+                    cause: AbortCause::ClientAbort,
+                    participant,
+                    no_reason: None,
+                    message: why,
+                }),
+            });
+        }
+        let request = self.commit_request();
         let max = self.client.inner.config.participants_per_txn_max;
-        if participants.len() > max {
+        if request.participants.len() > max {
             return Err(Error::LimitExceeded {
                 limit: "participants_per_txn_max",
                 max,
-                asked: participants.len(),
+                asked: request.participants.len(),
             });
         }
-        let deadline = self.ctx.deadline_unix_ms.unwrap_or_else(unix_ms);
-        self.client
-            .commit_txn(self.ctx.txn_id, participants, deadline)
-            .await
+        self.client.commit_request(request).await
     }
 
     /// Abort: recorded first-wins at the coordinator, which tells the participants.

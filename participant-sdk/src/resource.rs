@@ -44,6 +44,19 @@ pub trait Resource: Send + Sync + 'static {
     /// Phase 2, ABORT: discard staged or prepared work durably and leave a tombstone (P5, P7).
     fn abort(&self, txn_id: TxnId) -> impl Future<Output = Result<AckStatus>> + Send;
 
+    /// A business call of the transaction failed here (P10): the initiator saw an error and
+    /// this participant cannot know what it will do next, so the transaction must never commit
+    /// here. Called by the runtime's call guard ([`crate::Participant::guard`]) and before a
+    /// Prepare whose calls do not add up. `why` names the call and its error.
+    /// - staged (or not seen yet): a later `prepare` must vote NO (`NoReason::CallFailed`,
+    ///   with `why`) and `commit_one_phase` must abort; release its locks now if you can;
+    /// - preparing, prepared or finished: change nothing — a YES stands (P1);
+    /// - doomed already: keep the first reason.
+    ///
+    /// Idempotent. `Err` only when the store failed (the runtime then refuses the commit
+    /// itself).
+    fn doom(&self, txn_id: TxnId, why: String) -> impl Future<Output = Result<()>> + Send;
+
     /// Prepare and commit in one durable step (the single-participant fast path, C2).
     fn commit_one_phase(
         &self,

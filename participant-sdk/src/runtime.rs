@@ -23,13 +23,15 @@ use ratify_proto::types::coordinator::{
     RegisterParticipantRequest, ResolveRequest, ResolveResponse,
 };
 use ratify_proto::types::participant::{
-    AckResult, AckStatus, OnePhaseOutcome, OnePhaseResult, PrepareResult, TxnBatch,
+    AckResult, AckStatus, OnePhaseOutcome, OnePhaseResult, PrepareBatch, PrepareResult, TxnBatch,
 };
 use ratify_proto::types::{Endpoint, FinalDecision, NoReason, ParticipantId, TxnId, Vote};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::calls::{CallLimits, Calls};
 use crate::error::Error;
+use crate::guard::{Guarded, Kept};
 use crate::resource::Resource;
 
 /// Failpoint: a participant crashes when a Commit arrives, before applying it (it voted YES
@@ -60,6 +62,8 @@ pub struct ParticipantConfig {
     pub resolves_in_flight_max: usize,
     /// Transactions per Prepare/Commit/Abort/CommitOnePhase call, at most.
     pub batch_txns_max: usize,
+    /// Limits of the record of business calls ([`Participant::guard`], P10).
+    pub calls: CallLimits,
 }
 
 impl ParticipantConfig {
@@ -79,6 +83,7 @@ impl ParticipantConfig {
             resolve_backoff_max: Duration::from_secs(5),
             resolves_in_flight_max: 64,
             batch_txns_max: 1_024,
+            calls: CallLimits::default(),
         }
     }
 }
@@ -87,21 +92,36 @@ impl ParticipantConfig {
 pub struct ParticipantService<R> {
     resource: Arc<R>,
     batch_txns_max: usize,
+    calls: Arc<Calls<Arc<Kept>>>,
+}
+
+/// A batch's transactions, checked against the batch limit.
+trait Batch {
+    fn len(&self) -> usize;
+}
+
+impl Batch for TxnBatch {
+    fn len(&self) -> usize {
+        self.txn_ids.len()
+    }
+}
+
+impl Batch for PrepareBatch {
+    fn len(&self) -> usize {
+        self.txn_ids.len()
+    }
 }
 
 #[allow(clippy::result_large_err)] // tonic::Status is the error type of every handler
-fn batch<W>(request: Request<W>, max: usize) -> Result<TxnBatch, Status>
+fn batch<W, B>(request: Request<W>, max: usize) -> Result<B, Status>
 where
-    TxnBatch: TryFrom<W, Error = ratify_proto::error::ConvertError>,
+    B: Batch + TryFrom<W, Error = ratify_proto::error::ConvertError>,
 {
-    let batch = TxnBatch::try_from(request.into_inner())?;
-    if batch.txn_ids.len() > max {
+    let batch = B::try_from(request.into_inner())?;
+    if batch.len() > max {
         let mut d = ErrorDetail::new(
             ErrorCode::LimitExceeded,
-            format!(
-                "{} transactions in one call; at most {max}",
-                batch.txn_ids.len()
-            ),
+            format!("{} transactions in one call; at most {max}", batch.len()),
         );
         d.limit = Some(format!("batch_txns_max={max}"));
         return Err(d.into_status());
@@ -126,6 +146,26 @@ fn vote_for_error(e: &Error) -> Vote {
 /// phase transition dropped between its in-memory step and its durable write would leave the
 /// transaction stuck half-way (locks held, the next Prepare or Commit answered wrongly). Done
 /// here, once, so no `Resource` implementation has to be cancel-safe.
+/// The commit of `txn_id` begins here (Prepare, or a one-phase commit): close its call record
+/// (no more calls) and, if a call failed, was still running, or the initiator's count of its
+/// calls here does not match the calls completed here, doom it first (P10) — the resource
+/// then votes NO. `Err` (the runtime votes NO) when the doom could not be recorded.
+async fn check_calls<R: Resource>(
+    resource: &R,
+    calls: &Calls<Arc<Kept>>,
+    txn_id: TxnId,
+    expected_calls: Option<u32>,
+) -> crate::error::Result<()> {
+    let closed = calls.close(txn_id, Instant::now());
+    match closed.refusal(expected_calls) {
+        None => Ok(()),
+        Some(why) => {
+            tracing::debug!(%txn_id, why = %why, "the transaction's calls do not allow it to commit here");
+            resource.doom(txn_id, why).await
+        }
+    }
+}
+
 async fn to_completion<T: Send + 'static>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, Status> {
@@ -140,13 +180,21 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         &self,
         request: Request<pbp::PrepareRequest>,
     ) -> Result<Response<pbp::PrepareResponse>, Status> {
-        let batch = batch(request, self.batch_txns_max)?;
+        let batch: PrepareBatch = batch(request, self.batch_txns_max)?;
         let resource = self.resource.clone();
+        let calls = self.calls.clone();
         // Concurrently: the store's group commit then covers the whole batch with one fsync.
         let votes = to_completion(async move {
-            let resource = &resource;
+            let (resource, calls, counts) = (&resource, &calls, &batch.call_counts);
             join_all(batch.txn_ids.iter().map(|&txn_id| async move {
-                let vote = match resource.prepare(txn_id).await {
+                let checked =
+                    check_calls(&**resource, calls, txn_id, counts.get(&txn_id).copied()).await;
+                let prepared = match checked {
+                    Ok(()) => resource.prepare(txn_id).await,
+                    Err(e) => Err(e),
+                };
+                calls.forget(txn_id);
+                let vote = match prepared {
                     Ok(v) => {
                         if v == Vote::Yes {
                             ratify_proto::failpoint::hit(FAILPOINT_AFTER_PREPARE);
@@ -170,8 +218,11 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         &self,
         request: Request<pbp::CommitRequest>,
     ) -> Result<Response<pbp::CommitResponse>, Status> {
-        let batch = batch(request, self.batch_txns_max)?;
+        let batch: TxnBatch = batch(request, self.batch_txns_max)?;
         ratify_proto::failpoint::hit(FAILPOINT_BEFORE_COMMIT);
+        for txn_id in &batch.txn_ids {
+            self.calls.forget(*txn_id);
+        }
         let acks = phase_two(self.resource.clone(), batch.txn_ids, PhaseTwo::Commit).await?;
         Ok(Response::new(convert::commit_acks_to_wire(acks)))
     }
@@ -180,7 +231,10 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         &self,
         request: Request<pbp::AbortRequest>,
     ) -> Result<Response<pbp::AbortResponse>, Status> {
-        let batch = batch(request, self.batch_txns_max)?;
+        let batch: TxnBatch = batch(request, self.batch_txns_max)?;
+        for txn_id in &batch.txn_ids {
+            self.calls.forget(*txn_id);
+        }
         let acks = phase_two(self.resource.clone(), batch.txn_ids, PhaseTwo::Abort).await?;
         Ok(Response::new(convert::abort_acks_to_wire(acks)))
     }
@@ -189,12 +243,19 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
         &self,
         request: Request<pbp::CommitOnePhaseRequest>,
     ) -> Result<Response<pbp::CommitOnePhaseResponse>, Status> {
-        let batch = batch(request, self.batch_txns_max)?;
+        let batch: PrepareBatch = batch(request, self.batch_txns_max)?;
         let resource = self.resource.clone();
+        let calls = self.calls.clone();
         let results = to_completion(async move {
-            let resource = &resource;
+            let (resource, calls, counts) = (&resource, &calls, &batch.call_counts);
             join_all(batch.txn_ids.iter().map(|&txn_id| async move {
-            let outcome = match resource.commit_one_phase(txn_id).await {
+            let checked = check_calls(&**resource, calls, txn_id, counts.get(&txn_id).copied()).await;
+            let committed = match checked {
+                Ok(()) => resource.commit_one_phase(txn_id).await,
+                Err(e) => Err(e),
+            };
+            calls.forget(txn_id);
+            let outcome = match committed {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(%txn_id, error = %e, "one-phase commit failed; outcome unknown");
@@ -272,11 +333,13 @@ impl Background {
     }
 }
 
-/// A participant: the gRPC service and the background work, over one resource.
+/// A participant: the gRPC service, the call guard for the service's own API, and the
+/// background work, over one resource.
 pub struct Participant<R> {
     resource: Arc<R>,
     config: ParticipantConfig,
     coordinators: Arc<LeaderFollower>,
+    calls: Arc<Calls<Arc<Kept>>>,
 }
 
 impl<R> Clone for Participant<R> {
@@ -285,6 +348,7 @@ impl<R> Clone for Participant<R> {
             resource: self.resource.clone(),
             config: self.config.clone(),
             coordinators: self.coordinators.clone(),
+            calls: self.calls.clone(),
         }
     }
 }
@@ -297,21 +361,42 @@ struct Retry {
 impl<R: Resource> Participant<R> {
     /// A participant over `resource`.
     pub fn new(resource: Arc<R>, config: ParticipantConfig) -> crate::error::Result<Self> {
+        config
+            .calls
+            .validate()
+            .map_err(|e| Error::Context(format!("participant config: {e}")))?;
         let coordinators = LeaderFollower::new(config.coordinators.clone(), RetryPolicy::default())
             .map_err(Error::Coordinator)?;
         Ok(Self {
             resource,
+            calls: Arc::new(Calls::new(config.calls.clone())),
             config,
             coordinators: Arc::new(coordinators),
         })
     }
 
-    /// The gRPC service to add to the service's tonic server.
+    /// The gRPC service the coordinator calls, to add to the service's tonic server.
     pub fn service(&self) -> ParticipantServer<ParticipantService<R>> {
         ParticipantServer::new(ParticipantService {
             resource: self.resource.clone(),
             batch_txns_max: self.config.batch_txns_max,
+            calls: self.calls.clone(),
         })
+    }
+
+    /// The service's own gRPC service (`BankServer::new(..)`, say) behind the call guard
+    /// (docs/protocol.md P10; [`crate::guard`]): an error a handler returns for a call in a
+    /// transaction dooms the transaction here unless declared [`crate::harmless`], a retried
+    /// call (same `ratify-call-id`) is answered from its first attempt instead of running
+    /// twice, handlers run to completion when the caller goes away, and no call runs once the
+    /// commit has begun. Add it to the tonic server in place of the bare service.
+    pub fn guard<S>(&self, service: S) -> Guarded<S, R> {
+        Guarded::new(service, self.resource.clone(), self.calls.clone())
+    }
+
+    /// Transactions with a record of business calls here (for tests and metrics).
+    pub fn calls_tracked(&self) -> usize {
+        self.calls.len()
     }
 
     /// The resource.
@@ -467,6 +552,10 @@ impl<R: Resource> Participant<R> {
                 }
                 _ = ticker.tick() => {
                     self.resource.maintain().await;
+                    let expired = self.calls.expire(Instant::now());
+                    if expired > 0 {
+                        tracing::debug!(expired, "dropped idle call records");
+                    }
                     let now_ms = ratify_proto::hooks::now_unix_ms();
                     let after_ms = self.config.resolve_after.as_millis() as u64;
                     if let Ok(list) = self.resource.in_doubt().await {

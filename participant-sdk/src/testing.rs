@@ -349,6 +349,71 @@ async fn one_phase_commit_answers_retries<H: Harness>(h: &H, dir: &Path) -> Chec
     Ok(())
 }
 
+async fn a_doomed_transaction_never_commits<H: Harness>(h: &H, dir: &Path) -> Check {
+    // P10, P1.
+    let r = h.open(dir).await.map_err(e)?;
+    // Staged, then doomed by a failed call: NO naming the call, nothing applied, key free.
+    let t = TxnId::new_v7();
+    h.stage(&r, t, b"k8", b"v8").await.map_err(e)?;
+    r.doom(t, "call 2 (/bank.Bank/Deposit) failed: NOT_FOUND".into())
+        .await
+        .map_err(e)?;
+    match r.prepare(t).await.map_err(e)? {
+        Vote::No { message, .. } => ensure!(
+            message.contains("Deposit"),
+            "the NO vote of a doomed transaction does not name the failed call: {message:?}"
+        ),
+        other => return Err(format!("a doomed transaction voted {other:?}")),
+    }
+    ensure!(
+        h.committed(&r, b"k8").await.map_err(e)?.is_none(),
+        "a doomed transaction's write was applied"
+    );
+    let w = TxnId::new_v7();
+    h.stage(&r, w, b"k8", b"other").await.map_err(e)?;
+    ensure!(
+        r.commit_one_phase(w).await.map_err(e)? == OnePhaseOutcome::Committed,
+        "the key of a doomed transaction stayed locked"
+    );
+    // Doomed before any work here: later work is refused, one-phase aborts.
+    let u = TxnId::new_v7();
+    r.doom(u, "call 1 failed before touching the store".into())
+        .await
+        .map_err(e)?;
+    ensure!(
+        h.stage(&r, u, b"k9", b"late").await.is_err(),
+        "work for a doomed transaction was accepted"
+    );
+    ensure!(
+        matches!(
+            r.commit_one_phase(u).await.map_err(e)?,
+            OnePhaseOutcome::Aborted { .. }
+        ),
+        "one-phase commit of a doomed transaction did not abort"
+    );
+    // Prepared, then a late failure: the YES stands (P1).
+    let p = TxnId::new_v7();
+    h.stage(&r, p, b"k10", b"v10").await.map_err(e)?;
+    ensure!(
+        r.prepare(p).await.map_err(e)? == Vote::Yes,
+        "prepare did not vote YES"
+    );
+    r.doom(p, "a late call failed".into()).await.map_err(e)?;
+    ensure!(
+        r.prepare(p).await.map_err(e)? == Vote::Yes,
+        "a doom after YES changed the vote (P1)"
+    );
+    ensure!(
+        r.commit(p).await.map_err(e)? == AckStatus::Applied,
+        "a doom after YES stopped the commit (P1)"
+    );
+    ensure!(
+        h.committed(&r, b"k10").await.map_err(e)? == Some(b"v10".to_vec()),
+        "the commit after a late doom is not visible"
+    );
+    Ok(())
+}
+
 /// Run every check, each on a fresh directory.
 pub async fn run_all<H: Harness>(h: &H) -> Report {
     let mut report = Report::default();
@@ -370,5 +435,6 @@ pub async fn run_all<H: Harness>(h: &H) -> Report {
     run!(read_only_votes_read_only);
     run!(prepared_survives_restart);
     run!(one_phase_commit_answers_retries);
+    run!(a_doomed_transaction_never_commits);
     report
 }

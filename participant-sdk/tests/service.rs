@@ -74,6 +74,7 @@ async fn malformed_txn_ids_are_refused_whole() {
     let status = s
         .client
         .prepare(pbp::PrepareRequest {
+            call_counts: Default::default(),
             txn_ids: vec![good.to_string(), "not-a-uuid".into()],
             coordinator_node_id: 1,
         })
@@ -122,6 +123,7 @@ async fn unknown_transactions_get_clear_answers() {
     let prepare = s
         .client
         .prepare(pbp::PrepareRequest {
+            call_counts: Default::default(),
             txn_ids: vec![t.to_string()],
             coordinator_node_id: 1,
         })
@@ -155,6 +157,7 @@ async fn garbage_ids_do_not_panic_the_server() {
     // Control characters and a non-ASCII id, from a coordinator id no cluster uses.
     let status = client
         .prepare(pbp::PrepareRequest {
+            call_counts: Default::default(),
             txn_ids: vec!["\u{0}\u{1}garbage\u{ffff}".into()],
             coordinator_node_id: u64::MAX,
         })
@@ -188,6 +191,7 @@ async fn cancelled_prepare_and_commit_complete() {
         let ids = vec![id.to_string()];
         // Deadlines from 0 to ~1 ms: the caller gives up at some point of the work.
         let mut req = tonic::Request::new(pbp::PrepareRequest {
+            call_counts: Default::default(),
             coordinator_node_id: 1,
             txn_ids: ids.clone(),
         });
@@ -196,6 +200,7 @@ async fn cancelled_prepare_and_commit_complete() {
         let votes = s
             .client
             .prepare(pbp::PrepareRequest {
+                call_counts: Default::default(),
                 coordinator_node_id: 1,
                 txn_ids: ids.clone(),
             })

@@ -39,12 +39,12 @@ fn older_younger() -> (TxnId, TxnId) {
     (a, b)
 }
 
-/// P2, P6, P7, P8, P5, C2, P3: the conformance suite that every custom store must pass.
+/// P2, P6, P7, P8, P5, C2, P3, P10: the conformance suite that every custom store must pass.
 #[tokio::test]
 async fn rocks_store_passes_the_conformance_suite() {
     let report = run_all(&RocksHarness).await;
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert_eq!(report.passed.len(), 6);
+    assert_eq!(report.passed.len(), 7);
 }
 
 /// The conformance suite's harness for the store over the memory disk: one disk per directory
@@ -133,7 +133,7 @@ async fn in_doubt(store: &RocksStore) -> Vec<TxnId> {
 async fn memory_store_passes_the_conformance_suite() {
     let report = run_all(&MemHarness::default()).await;
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert_eq!(report.passed.len(), 6);
+    assert_eq!(report.passed.len(), 7);
 }
 
 /// P2, P3 over the memory disk: a YES vote is durable. After a crash (unsynced writes lost)
@@ -330,7 +330,9 @@ async fn memory_planted_bugs_show() {
 }
 
 /// P9: shared locks coexist; a write conflicts with another's read or write and fails fast
-/// with `Conflict { key }`; reads see the transaction's own writes.
+/// with `Conflict { key }`; reads see the transaction's own writes. (The conflicts here are
+/// probed through `harmless_errors`, so they doom nothing: see
+/// `a_failed_operation_dooms_the_transaction` for the default.)
 #[tokio::test]
 async fn lock_semantics() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -340,7 +342,8 @@ async fn lock_semantics() {
     let tb = store.txn(&ctx(b)).expect("begin b");
     assert_eq!(ta.get(b"x").await.expect("a reads"), None);
     assert_eq!(tb.get(b"x").await.expect("b reads too: shared"), None);
-    match tb.put(b"x", b"1").await {
+    let (ta_probe, tb_probe) = (ta.clone().harmless_errors(), tb.clone().harmless_errors());
+    match tb_probe.put(b"x", b"1").await {
         Err(Error::Conflict {
             key, holder, died, ..
         }) => {
@@ -356,12 +359,12 @@ async fn lock_semantics() {
         Some(b"own".to_vec())
     );
     assert!(
-        matches!(tb.get(b"y").await, Err(Error::Conflict { .. })),
+        matches!(tb_probe.get(b"y").await, Err(Error::Conflict { .. })),
         "b cannot read a's write lock"
     );
     // Upgrade: b also reads x, so a cannot write it yet.
     assert!(
-        matches!(ta.put(b"x", b"2").await, Err(Error::Conflict { holder, .. }) if holder == b),
+        matches!(ta_probe.put(b"x", b"2").await, Err(Error::Conflict { holder, .. }) if holder == b),
         "no upgrade while another transaction reads"
     );
     assert_eq!(store.abort(b).await.expect("abort b"), AckStatus::Applied);
@@ -375,6 +378,77 @@ async fn lock_semantics() {
         store.read_committed(b"x").expect("read"),
         Some((1, b"2".to_vec()))
     );
+}
+
+/// P10: a failed read or write (here a lock conflict, then a limit) dooms the transaction at
+/// this participant: its staged writes and locks go at once, its later calls fail naming the
+/// first failure, and Prepare votes NO with it — so an initiator that commits after the error
+/// gets ABORTED. Through `harmless_errors` the same failure dooms nothing.
+#[tokio::test]
+async fn a_failed_operation_dooms_the_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (a, b) = older_younger();
+    let ta = store.txn(&ctx(a)).expect("begin a");
+    ta.put(b"x", b"a").await.expect("a writes x");
+    let tb = store.txn(&ctx(b)).expect("begin b");
+    tb.put(b"y", b"b").await.expect("b writes y");
+
+    // Probed on purpose: b stays alive, with its lock on y.
+    assert!(matches!(
+        tb.clone().harmless_errors().get(b"x").await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        ta.clone().harmless_errors().get(b"y").await,
+        Err(Error::Conflict { .. })
+    ));
+    tb.get(b"y")
+        .await
+        .expect("b still works after a harmless failure");
+
+    // Not probed: b is doomed by the conflict.
+    assert!(matches!(tb.get(b"x").await, Err(Error::Conflict { .. })));
+    ta.get(b"y")
+        .await
+        .expect("b's lock on y went with it, at once");
+    match tb.put(b"z", b"b").await {
+        Err(Error::TxnAborted { why, .. }) => {
+            assert!(
+                why.contains("conflict on key"),
+                "names the first failure: {why}"
+            )
+        }
+        other => panic!("a doomed transaction's later calls fail at once, got {other:?}"),
+    }
+    assert!(matches!(store.txn(&ctx(b)), Err(Error::TxnAborted { .. })));
+    match store.prepare(b).await.expect("prepare") {
+        Vote::No { reason, message } => {
+            assert_eq!(reason, NoReason::Conflict);
+            assert!(message.contains("conflict on key"), "{message}");
+        }
+        other => panic!("a doomed transaction votes NO, got {other:?}"),
+    }
+    assert_eq!(store.prepare(a).await.expect("prepare a"), Vote::Yes);
+    assert_eq!(store.commit(a).await.expect("commit a"), AckStatus::Applied);
+    assert_eq!(store.locked_keys(), 0);
+
+    // A limit dooms too; the one-phase path aborts it.
+    let c = TxnId::new_v7();
+    let tc = store.txn(&ctx(c)).expect("begin");
+    tc.put(b"k", b"v").await.expect("stage");
+    assert!(matches!(
+        tc.put(&[b'k'; 5000], b"v").await,
+        Err(Error::LimitExceeded { .. })
+    ));
+    match store.commit_one_phase(c).await.expect("one phase") {
+        OnePhaseOutcome::Aborted { reason, message } => {
+            assert_eq!(reason, NoReason::LimitExceeded);
+            assert!(message.contains("key_bytes_max"), "{message}");
+        }
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    assert_eq!(store.read_committed(b"k").expect("read"), None);
 }
 
 /// P9 (wound-wait, the default): a younger transaction waits for an older holder instead of
@@ -770,7 +844,11 @@ async fn limits_are_enforced() {
         ..StoreConfig::default()
     };
     let store = RocksStore::open(dir.path(), config).expect("open");
-    let t = store.txn(&ctx(TxnId::new_v7())).expect("begin");
+    // Probing the limits on purpose: the failures doom nothing (P10).
+    let t = store
+        .txn(&ctx(TxnId::new_v7()))
+        .expect("begin")
+        .harmless_errors();
     let limit = |r: Result<(), Error>| match r {
         Err(Error::LimitExceeded { limit, .. }) => limit,
         other => panic!("expected a limit error, got {other:?}"),

@@ -3,7 +3,7 @@
 //! peer could get wrong (`TryFrom`, with the path of the offending field), so a server converts
 //! a request first and works only with valid values after.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{ConvertError, ErrorCode, ErrorDetail};
 use crate::pb::{common as pbc, coordinator as pbco, participant as pbp, raft as pbr};
@@ -18,7 +18,7 @@ use crate::types::coordinator::{
     ResolveRequest, ResolveResponse, StatusRequest, StatusResponse,
 };
 use crate::types::participant::{
-    AckResult, AckStatus, OnePhaseOutcome, OnePhaseResult, PrepareResult, TxnBatch,
+    AckResult, AckStatus, OnePhaseOutcome, OnePhaseResult, PrepareBatch, PrepareResult, TxnBatch,
 };
 use crate::types::{
     AbortCause, AbortInfo, Decision, DecisionSource, Endpoint, FinalDecision, MESSAGE_LEN_MAX,
@@ -111,6 +111,21 @@ fn message(raw: String) -> String {
     }
 }
 
+/// A commit's call counts: none, or exactly one per participant (P10).
+fn call_counts(participants: &[String], counts: Vec<u32>) -> Result<Vec<u32>, ConvertError> {
+    if !counts.is_empty() && counts.len() != participants.len() {
+        return Err(ConvertError::Invalid {
+            field: "call_counts".into(),
+            why: format!(
+                "{} counts for {} participants: give one per participant, or none",
+                counts.len(),
+                participants.len()
+            ),
+        });
+    }
+    Ok(counts)
+}
+
 fn strings<T: ToString>(items: &[T]) -> Vec<String> {
     items.iter().map(ToString::to_string).collect()
 }
@@ -155,6 +170,7 @@ wire_enum!(NoReason, pbc::NoReason, {
     NoReason::StagedTimeout => pbc::NoReason::StagedTimeout,
     NoReason::LimitExceeded => pbc::NoReason::LimitExceeded,
     NoReason::StorageError => pbc::NoReason::StorageError,
+    NoReason::CallFailed => pbc::NoReason::CallFailed,
 });
 
 wire_enum!(Decision, pbc::Decision, {
@@ -343,6 +359,7 @@ impl From<CommitRequest> for pbco::CommitRequest {
             txn_id: v.txn_id.to_string(),
             participants: strings(&v.participants),
             deadline_unix_ms: v.deadline_unix_ms.unwrap_or(0),
+            call_counts: v.call_counts,
         }
     }
 }
@@ -352,6 +369,7 @@ impl TryFrom<pbco::CommitRequest> for CommitRequest {
     fn try_from(v: pbco::CommitRequest) -> Result<Self, ConvertError> {
         Ok(Self {
             txn_id: txn_id("txn_id".into(), &v.txn_id)?,
+            call_counts: call_counts(&v.participants, v.call_counts)?,
             participants: participants("participants", v.participants)?,
             deadline_unix_ms: nonzero(v.deadline_unix_ms),
         })
@@ -899,10 +917,53 @@ macro_rules! txn_batch {
     };
 }
 
-txn_batch!(pbp::PrepareRequest);
 txn_batch!(pbp::CommitRequest);
 txn_batch!(pbp::AbortRequest);
-txn_batch!(pbp::CommitOnePhaseRequest);
+
+macro_rules! prepare_batch {
+    ($wire:ty) => {
+        impl From<PrepareBatch> for $wire {
+            fn from(v: PrepareBatch) -> Self {
+                Self {
+                    txn_ids: strings(&v.txn_ids),
+                    coordinator_node_id: v.coordinator_node_id,
+                    call_counts: v
+                        .call_counts
+                        .into_iter()
+                        .map(|(id, n)| (id.to_string(), n))
+                        .collect(),
+                }
+            }
+        }
+
+        impl TryFrom<$wire> for PrepareBatch {
+            type Error = ConvertError;
+            fn try_from(v: $wire) -> Result<Self, ConvertError> {
+                let txn_ids = txn_ids("txn_ids", v.txn_ids)?;
+                let mut call_counts = BTreeMap::new();
+                for (raw, n) in v.call_counts {
+                    let field = format!("call_counts[{raw}]");
+                    let id = txn_id(field.clone(), &raw)?;
+                    if !txn_ids.contains(&id) {
+                        return Err(ConvertError::Invalid {
+                            field,
+                            why: "not a transaction of this batch".into(),
+                        });
+                    }
+                    call_counts.insert(id, n);
+                }
+                Ok(Self {
+                    coordinator_node_id: v.coordinator_node_id,
+                    txn_ids,
+                    call_counts,
+                })
+            }
+        }
+    };
+}
+
+prepare_batch!(pbp::PrepareRequest);
+prepare_batch!(pbp::CommitOnePhaseRequest);
 
 impl From<PrepareResult> for pbp::PrepareResult {
     fn from(v: PrepareResult) -> Self {

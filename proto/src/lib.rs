@@ -101,4 +101,14 @@ pub mod metadata {
     /// For a retry: the id of the first attempt it retries (canonical UUID text), whose age
     /// the retry keeps for the lock policy (P9).
     pub const FIRST_ATTEMPT: &str = "ratify-first-attempt";
+    /// One business call of the transaction: 1–64 bytes of `[A-Za-z0-9._-]`, unique among the
+    /// transaction's calls; a retry of the same call carries the same id, and the participant
+    /// answers it from the first attempt's result instead of running it again (P10).
+    pub const CALL_ID: &str = "ratify-call-id";
+    /// On an error response: the participant's handler declared the error harmless, so the
+    /// transaction was not doomed there (P10). Absent on every other error.
+    pub const HARMLESS: &str = "ratify-harmless";
+    /// On an error response to a call that carried a transaction context and was not declared
+    /// harmless: the transaction is doomed at that participant and can no longer commit (P10).
+    pub const DOOMED: &str = "ratify-doomed";
 }

@@ -262,6 +262,13 @@ impl MemDisk {
         g.current = g.durable.clone();
     }
 
+    /// How many entries of `cf` are durable (would survive a crash now), counting at most
+    /// `max`. For a simulation that crashes a process once it has made something durable (a
+    /// participant's prepare record, say).
+    pub fn durable_len(&self, cf: &str, max: usize) -> usize {
+        self.lock().durable.get(cf).map_or(0, |t| t.len().min(max))
+    }
+
     /// (writes, syncs, crashes) so far.
     pub fn counters(&self) -> (u64, u64, u64) {
         let g = self.lock();

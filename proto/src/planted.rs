@@ -27,16 +27,35 @@ pub enum Bug {
     /// Commit (a phase-2 retry whose first acknowledgement was lost) writes them again — the
     /// values of that moment, undoing whatever later transactions wrote to those keys.
     NonIdempotentCommit,
+    /// (f) P10 broken: errors do not doom. A business call that fails (its handler's error, a
+    /// lock conflict or limit in the store) leaves the transaction staged and valid at the
+    /// participant and counts as a completed call, so a commit after it goes through without
+    /// that call's work — issue 14's atomicity hole.
+    ErrorsDoNotDoom,
+    /// (g) P3/P9 broken: recovery reloads a prepared transaction without re-taking its keys'
+    /// locks, so a new transaction can read and write them before the in-doubt one is decided.
+    RecoveryWithoutLocks,
+    /// (h) P4/P5 broken: a Prepare for a transaction this participant has no record of (its
+    /// staged work lost with a restart) is answered READ_ONLY instead of NO, so the transaction
+    /// commits without that participant's part.
+    LostWorkReadOnly,
+    /// (i) P10 broken: calls run twice. A retried call (same `ratify-call-id`) runs its handler
+    /// again instead of being answered from the first attempt (it still counts once).
+    CallsRunTwice,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 9] = [
         Bug::YesWithoutSync,
         Bug::AbortAfterYes,
         Bug::AnswerBeforeApply,
         Bug::LastWins,
         Bug::NonIdempotentCommit,
+        Bug::ErrorsDoNotDoom,
+        Bug::RecoveryWithoutLocks,
+        Bug::LostWorkReadOnly,
+        Bug::CallsRunTwice,
     ];
 
     /// Its name in `RATIFY_PLANTED_BUG`.
@@ -47,6 +66,10 @@ impl Bug {
             Bug::AnswerBeforeApply => "answer-before-apply",
             Bug::LastWins => "last-wins",
             Bug::NonIdempotentCommit => "non-idempotent-commit",
+            Bug::ErrorsDoNotDoom => "errors-do-not-doom",
+            Bug::RecoveryWithoutLocks => "recovery-without-locks",
+            Bug::LostWorkReadOnly => "lost-work-read-only",
+            Bug::CallsRunTwice => "calls-run-twice",
         }
     }
 

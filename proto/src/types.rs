@@ -313,6 +313,9 @@ pub enum NoReason {
     LimitExceeded,
     /// The participant's store failed; nothing was prepared.
     StorageError,
+    /// A business call of the transaction failed at the participant, was still running at
+    /// Prepare, or the initiator's call count did not match (docs/protocol.md P10).
+    CallFailed,
 }
 
 /// A participant's answer to Prepare.
@@ -462,6 +465,9 @@ pub mod coordinator {
         pub participants: Vec<ParticipantId>,
         /// Deadline; `None` for the coordinator's default.
         pub deadline_unix_ms: Option<u64>,
+        /// Empty (not reported), or one per participant, in the same order: how many business
+        /// calls the initiator made to it (docs/protocol.md P10).
+        pub call_counts: Vec<u32>,
     }
 
     /// The applied outcome, or Unknown.
@@ -537,16 +543,31 @@ pub mod coordinator {
 
 /// Messages of the participant API (`ratify.participant.v1.Participant`).
 pub mod participant {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    /// A batch of transactions for one phase message (Prepare, Commit, Abort, CommitOnePhase all
-    /// share this shape).
+    /// A batch of transactions for a phase-2 message (Commit, Abort); Prepare and
+    /// CommitOnePhase use [`PrepareBatch`].
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct TxnBatch {
         /// The sending coordinator node.
         pub coordinator_node_id: NodeId,
         /// The transactions, in order.
         pub txn_ids: Vec<TxnId>,
+    }
+
+    /// A batch of transactions for Prepare or CommitOnePhase: the transactions, and the
+    /// initiators' call counts for this participant where reported (docs/protocol.md P10).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct PrepareBatch {
+        /// The sending coordinator node.
+        pub coordinator_node_id: NodeId,
+        /// The transactions, in order.
+        pub txn_ids: Vec<TxnId>,
+        /// Transaction → calls its initiator made to this participant; only transactions of
+        /// `txn_ids` whose initiator reported them.
+        pub call_counts: BTreeMap<TxnId, u32>,
     }
 
     /// One transaction's vote.

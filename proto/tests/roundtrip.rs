@@ -121,6 +121,7 @@ fn every_no_reason() -> Vec<NoReason> {
         NoReason::StagedTimeout,
         NoReason::LimitExceeded,
         NoReason::StorageError,
+        NoReason::CallFailed,
     ]
 }
 
@@ -141,11 +142,19 @@ fn coordinator_api(c: &mut Coverage) {
         txn_id: txn(1),
         participants: vec![p("accounts-eu"), p("accounts-us")],
         deadline_unix_ms: Some(1_790_000_000_000),
+        call_counts: vec![2, 1],
+    });
+    c.rt::<_, pbco::CommitRequest>(CommitRequest {
+        txn_id: txn(3),
+        participants: vec![p("accounts-eu")],
+        deadline_unix_ms: Some(1_790_000_000_000),
+        call_counts: vec![],
     });
     c.rt::<_, pbco::CommitRequest>(CommitRequest {
         txn_id: txn(2),
         participants: vec![],
         deadline_unix_ms: None,
+        call_counts: vec![],
     });
     for outcome in every_outcome() {
         c.rt::<_, pbco::CommitResponse>(CommitResponse {
@@ -307,12 +316,19 @@ fn participant_api(c: &mut Coverage) {
         coordinator_node_id: 2,
         txn_ids: vec![txn(1), txn(2), txn(3)],
     };
-    c.rt::<_, pbp::PrepareRequest>(batch.clone());
     c.rt::<_, pbp::CommitRequest>(batch.clone());
     c.rt::<_, pbp::AbortRequest>(batch.clone());
-    c.rt::<_, pbp::CommitOnePhaseRequest>(TxnBatch {
+    let prepare = PrepareBatch {
+        coordinator_node_id: 2,
+        txn_ids: vec![txn(1), txn(2), txn(3)],
+        call_counts: BTreeMap::from([(txn(1), 2), (txn(3), 0)]),
+    };
+    c.rt::<_, pbp::PrepareRequest>(prepare.clone());
+    c.rt::<_, pbp::CommitOnePhaseRequest>(prepare);
+    c.rt::<_, pbp::CommitOnePhaseRequest>(PrepareBatch {
         coordinator_node_id: 1,
         txn_ids: vec![],
+        call_counts: BTreeMap::new(),
     });
 
     let mut votes = vec![Vote::Yes, Vote::ReadOnly];
@@ -791,6 +807,7 @@ fn malformed_input_is_refused_with_the_field_named() {
         txn_id: "not-a-uuid".into(),
         participants: vec![],
         deadline_unix_ms: 0,
+        call_counts: vec![],
     })
     .expect_err("malformed id");
     assert_eq!(err.code(), ErrorCode::MalformedTxnId);
@@ -811,6 +828,7 @@ fn malformed_input_is_refused_with_the_field_named() {
         txn_id: txn(1).to_string(),
         participants: vec!["a".into(), "b".into(), "a".into()],
         deadline_unix_ms: 0,
+        call_counts: vec![],
     })
     .expect_err("duplicate");
     assert_eq!(err.code(), ErrorCode::DuplicateParticipant);
@@ -820,10 +838,30 @@ fn malformed_input_is_refused_with_the_field_named() {
         txn_id: txn(1).to_string(),
         participants: vec!["ok".into(), "Not OK".into()],
         deadline_unix_ms: 0,
+        call_counts: vec![],
     })
     .expect_err("bad name");
     assert_eq!(err.code(), ErrorCode::MalformedParticipantId);
     assert_eq!(err.field(), "participants[1]");
+
+    // P10: call counts are one per participant, or none.
+    let err = CommitRequest::try_from(pbco::CommitRequest {
+        txn_id: txn(1).to_string(),
+        participants: vec!["a".into(), "b".into()],
+        deadline_unix_ms: 0,
+        call_counts: vec![1],
+    })
+    .expect_err("one count for two participants");
+    assert_eq!(err.code(), ErrorCode::InvalidField);
+    assert_eq!(err.field(), "call_counts");
+    let err = PrepareBatch::try_from(pbp::PrepareRequest {
+        txn_ids: vec![txn(1).to_string()],
+        coordinator_node_id: 1,
+        call_counts: [(txn(2).to_string(), 1)].into(),
+    })
+    .expect_err("a count for a transaction not in the batch");
+    assert_eq!(err.code(), ErrorCode::InvalidField);
+    assert!(err.field().starts_with("call_counts["), "{}", err.field());
 
     // UNSPECIFIED and unknown enum values.
     for raw in [0, 99] {

@@ -3,7 +3,7 @@
 //! nodes), or answers NOT_LEADER naming the leader when it cannot.
 
 use ratify_proto::hooks::EndpointExt as _;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use ratify_proto::types::coordinator::{
     AbortRequest, AbortResponse, CommitRequest, CommitResponse, RegisterParticipantRequest,
     ResolveRequest, ResolveResponse, StatusRequest, StatusResponse,
 };
-use ratify_proto::types::participant::{OnePhaseOutcome, TxnBatch};
+use ratify_proto::types::participant::{OnePhaseOutcome, PrepareBatch};
 use ratify_proto::types::{
     AbortCause, AbortInfo, FinalDecision, Outcome, ParticipantId, TxnId, TxnPhase,
 };
@@ -251,6 +251,7 @@ impl CoordinatorService {
         &self,
         txn_id: TxnId,
         participant: ParticipantId,
+        expected_calls: Option<u32>,
         deadline_unix_ms: u64,
     ) -> Outcome {
         let mut pause = Duration::from_millis(20);
@@ -264,9 +265,12 @@ impl CoordinatorService {
                     .participants
                     .client(&participant)
                     .map_err(|e| e.to_string())?;
-                let req: pbp::CommitOnePhaseRequest = TxnBatch {
+                let req: pbp::CommitOnePhaseRequest = PrepareBatch {
                     coordinator_node_id: self.node_id,
                     txn_ids: vec![txn_id],
+                    call_counts: expected_calls
+                        .map(|n| BTreeMap::from([(txn_id, n)]))
+                        .unwrap_or_default(),
                 }
                 .into();
                 let reply = client
@@ -330,11 +334,14 @@ impl CoordinatorService {
             0 => Outcome::Committed,
             1 => {
                 let participant = req.participants[0].clone();
-                self.one_phase(req.txn_id, participant, deadline).await
+                let expected_calls = req.call_counts.first().copied();
+                self.one_phase(req.txn_id, participant, expected_calls, deadline)
+                    .await
             }
             _ => {
                 let txn_id = req.txn_id;
                 let participants = req.participants;
+                let call_counts = req.call_counts;
                 let wait = Duration::from_millis(deadline.saturating_sub(now))
                     + limits::COMMIT_ANSWER_GRACE;
                 let answer = tokio::time::timeout(
@@ -343,6 +350,7 @@ impl CoordinatorService {
                         txn_id,
                         participants,
                         deadline_unix_ms: deadline,
+                        call_counts,
                         reply,
                     }),
                 )

@@ -82,6 +82,9 @@ pub enum Input {
         participants: Vec<ParticipantId>,
         /// The client's deadline.
         deadline_unix_ms: u64,
+        /// Empty, or one per participant: the calls the initiator made to it, which the
+        /// participant checks at Prepare (P10).
+        call_counts: Vec<u32>,
         /// Who waits.
         reply: ReplyId,
     },
@@ -193,6 +196,8 @@ pub enum Action {
         txn_ids: Vec<TxnId>,
         /// Answers after this count as NO.
         deadline_unix_ms: u64,
+        /// The initiators' call counts for this participant, where reported (P10).
+        call_counts: BTreeMap<TxnId, u32>,
     },
     /// Propose these decisions in one Raft entry.
     Propose {
@@ -342,15 +347,24 @@ impl Driver {
                 txn_id,
                 participants,
                 deadline_unix_ms,
+                call_counts,
                 reply,
-            } => self.on_commit(
-                now_unix_ms,
-                txn_id,
-                participants,
-                deadline_unix_ms,
-                reply,
-                &mut out,
-            ),
+            } => {
+                // Each participant with the initiator's count of its calls there, if reported.
+                let enlisted = participants
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| (p, call_counts.get(i).copied()))
+                    .collect();
+                self.on_commit(
+                    now_unix_ms,
+                    txn_id,
+                    enlisted,
+                    deadline_unix_ms,
+                    reply,
+                    &mut out,
+                )
+            }
             Input::Abort {
                 txn_id,
                 participants,
@@ -530,7 +544,7 @@ impl Driver {
         &mut self,
         now: u64,
         txn_id: TxnId,
-        participants: Vec<ParticipantId>,
+        enlisted: Vec<(ParticipantId, Option<u32>)>,
         deadline_unix_ms: u64,
         reply: ReplyId,
         out: &mut Vec<Action>,
@@ -551,12 +565,17 @@ impl Driver {
             return;
         }
         let deadline = deadline_unix_ms.min(now.saturating_add(self.config.prepare_timeout_ms));
-        for p in &participants {
+        let mut participants = Vec::with_capacity(enlisted.len());
+        for (p, calls) in enlisted {
             out.push(Action::SendPrepare {
                 participant: p.clone(),
                 txn_ids: vec![txn_id],
                 deadline_unix_ms: deadline,
+                call_counts: calls
+                    .map(|n| BTreeMap::from([(txn_id, n)]))
+                    .unwrap_or_default(),
             });
+            participants.push(p);
         }
         self.deciding.insert(
             txn_id,
@@ -970,6 +989,7 @@ mod tests {
                 txn_id: id,
                 participants: vec![p("a"), p("b")],
                 deadline_unix_ms: now + 1_000,
+                call_counts: vec![],
                 reply,
             },
         )
@@ -980,6 +1000,7 @@ mod tests {
             participant: p(to),
             txn_ids: vec![id],
             deadline_unix_ms: deadline,
+            call_counts: BTreeMap::new(),
         }
     }
 

@@ -14,7 +14,7 @@ use ratify_proto::convert;
 use ratify_proto::pb::participant as pbp;
 use ratify_proto::pb::participant::participant_client::ParticipantClient;
 use ratify_proto::types::command::{Command, CommandKind, DecideItem, PhaseTwoAck};
-use ratify_proto::types::participant::{AckStatus, TxnBatch};
+use ratify_proto::types::participant::{AckStatus, PrepareBatch, TxnBatch};
 use ratify_proto::types::{Decision, Endpoint, ParticipantId, TxnId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
@@ -419,7 +419,7 @@ impl Runtime {
     }
 
     fn execute(&mut self, actions: Vec<Action>, decided: bool) {
-        let mut prepares: BTreeMap<ParticipantId, (Vec<TxnId>, u64)> = BTreeMap::new();
+        let mut prepares: BTreeMap<ParticipantId, Prepares> = BTreeMap::new();
         let mut decide_items = Vec::new();
         let mut later = Vec::new();
         for action in actions {
@@ -433,12 +433,16 @@ impl Runtime {
                     participant,
                     txn_ids,
                     deadline_unix_ms,
+                    call_counts,
                 } => {
-                    let entry = prepares
-                        .entry(participant)
-                        .or_insert((Vec::new(), deadline_unix_ms));
-                    entry.0.extend(txn_ids);
-                    entry.1 = entry.1.min(deadline_unix_ms);
+                    let entry = prepares.entry(participant).or_insert(Prepares {
+                        txn_ids: Vec::new(),
+                        deadline_unix_ms,
+                        call_counts: BTreeMap::new(),
+                    });
+                    entry.txn_ids.extend(txn_ids);
+                    entry.deadline_unix_ms = entry.deadline_unix_ms.min(deadline_unix_ms);
+                    entry.call_counts.extend(call_counts);
                 }
                 Action::Propose { items } => decide_items.extend(items),
                 other => later.push(other),
@@ -451,15 +455,22 @@ impl Runtime {
         for chunk in decide_items.chunks(self.config.decide_batch_max) {
             self.jobs_backlog.push_back(Job::Decide(chunk.to_vec()));
         }
-        for (participant, (txn_ids, deadline)) in prepares {
-            for chunk in txn_ids.chunks(self.config.participant_batch_max) {
+        for (participant, p) in prepares {
+            for chunk in p.txn_ids.chunks(self.config.participant_batch_max) {
+                let call_counts = chunk
+                    .iter()
+                    .filter_map(|t| p.call_counts.get(t).map(|&n| (*t, n)))
+                    .collect();
                 tokio::spawn(send_prepare(
                     self.participants.clone(),
                     self.tx.clone(),
-                    self.node_id,
                     participant.clone(),
-                    chunk.to_vec(),
-                    deadline,
+                    PrepareBatch {
+                        coordinator_node_id: self.node_id,
+                        txn_ids: chunk.to_vec(),
+                        call_counts,
+                    },
+                    p.deadline_unix_ms,
                 ));
             }
         }
@@ -550,27 +561,29 @@ fn remaining_until(deadline_unix_ms: u64) -> Duration {
     Duration::from_millis(deadline_unix_ms.saturating_sub(now_unix_ms()))
 }
 
+/// Prepares for one participant, gathered from one step's actions.
+struct Prepares {
+    txn_ids: Vec<TxnId>,
+    deadline_unix_ms: u64,
+    call_counts: BTreeMap<TxnId, u32>,
+}
+
 async fn send_prepare(
     participants: Arc<Participants>,
     tx: mpsc::Sender<Event>,
-    node_id: u64,
     participant: ParticipantId,
-    txn_ids: Vec<TxnId>,
+    batch: PrepareBatch,
     deadline_unix_ms: u64,
 ) {
     let failed = |error: String| Input::PrepareFailed {
         participant: participant.clone(),
-        txn_ids: txn_ids.clone(),
+        txn_ids: batch.txn_ids.clone(),
         error,
     };
     let input = match participants.client(&participant) {
         Err(e) => failed(e),
         Ok(mut client) => {
-            let req: pbp::PrepareRequest = TxnBatch {
-                coordinator_node_id: node_id,
-                txn_ids: txn_ids.clone(),
-            }
-            .into();
+            let req: pbp::PrepareRequest = batch.clone().into();
             match tokio::time::timeout(remaining_until(deadline_unix_ms), client.prepare(req)).await
             {
                 Err(_) => failed("no answer before the deadline".into()),

@@ -6,6 +6,16 @@ in the `ratify-txn-id` metadata of its calls to participant services, then asks 
 node to Commit, and can ask Status later. This script generates its Python stubs from the
 repository's .proto files at start (grpcio-tools; no system protoc).
 
+What an initiator sends (docs/protocol.md W8, P10):
+  - on every business call: `ratify-txn-id`, `ratify-deadline-ms`, and `ratify-call-id` — an id
+    of its own for that call (here 1, 2, ...). A call retried after a lost answer carries the
+    same call id: the participant answers it from the first attempt and never runs it twice.
+  - on Commit: the participants, and `call_counts`, how many calls it made to each (every call
+    counts, failed or not). A participant that did not complete exactly that many votes NO.
+A call that fails dooms the transaction at that participant (unless the service declared the
+error harmless: the error then carries `ratify-harmless`), so a Commit after a failed call
+answers ABORTED, naming the participant and the call.
+
     python3 -m pip install grpcio grpcio-tools
     ratify demo --keep          # prints the coordinator and branch addresses
     python3 participant-sdk/bank-example/python/transfer.py \\
@@ -68,24 +78,41 @@ def main():
 
     txn_id = uuid7()
     deadline = int(time.time() * 1000) + 10_000
-    context = (("ratify-txn-id", txn_id), ("ratify-deadline-ms", str(deadline)))
     eu = bank_pb2_grpc.BankStub(grpc.insecure_channel(args.eu))
     us = bank_pb2_grpc.BankStub(grpc.insecure_channel(args.us))
     coordinator = coordinator_pb2_grpc.CoordinatorStub(grpc.insecure_channel(args.coordinator))
+    participants = ["accounts-eu", "accounts-us"]
+    calls = {p: 0 for p in participants}
+    next_call = [0]
+
+    def call(participant, method, request):
+        """One business call: the context, a new call id, counted for the Commit."""
+        next_call[0] += 1
+        calls[participant] += 1
+        metadata = (
+            ("ratify-txn-id", txn_id),
+            ("ratify-deadline-ms", str(deadline)),
+            ("ratify-call-id", str(next_call[0])),
+        )
+        return method(request, metadata=metadata, timeout=10)
 
     print(f"transaction {txn_id}: move {args.amount} from accounts-eu/{args.from_account} to accounts-us/{args.to_account}")
     try:
-        left = eu.Withdraw(bank_pb2.AmountRequest(account=args.from_account, amount=args.amount), metadata=context)
-        right = us.Deposit(bank_pb2.AmountRequest(account=args.to_account, amount=args.amount), metadata=context)
+        left = call("accounts-eu", eu.Withdraw, bank_pb2.AmountRequest(account=args.from_account, amount=args.amount))
+        right = call("accounts-us", us.Deposit, bank_pb2.AmountRequest(account=args.to_account, amount=args.amount))
         print(f"  staged: {left.account} -> {left.balance}, {right.account} -> {right.balance} (invisible until commit)")
     except grpc.RpcError as e:
-        # Insufficient funds (the branch will vote NO) or a lock conflict: commit anyway to see
-        # the coordinator abort it, as an initiator that wants a definite answer would.
+        # Insufficient funds, no such account, a lock conflict: the branch that failed the call
+        # has doomed the transaction (P10). Commit anyway, as an initiator that wants a
+        # definite answer would: the coordinator aborts it, naming that branch and the call.
         print(f"  a leg failed: {e.code().name}: {e.details()}")
 
     reply = coordinator.Commit(
         coordinator_pb2.CommitRequest(
-            txn_id=txn_id, participants=["accounts-eu", "accounts-us"], deadline_unix_ms=deadline
+            txn_id=txn_id,
+            participants=participants,
+            deadline_unix_ms=deadline,
+            call_counts=[calls[p] for p in participants],
         ),
         timeout=30,
     )

@@ -5,12 +5,19 @@
 //! and write balances through `store.txn(&ctx)` — under locks, invisible to others until the
 //! coordinator commits. A withdrawal that would overdraw marks the transaction as refused
 //! (`txn.reject`): this branch then votes NO and the transfer aborts everywhere.
+//!
+//! The service is served behind the participant's call guard (`participant.guard(..)`, in
+//! `main.rs`; docs/protocol.md P10): any error a handler returns for a call in a transaction —
+//! a deposit to a missing account, a lock conflict — dooms the transaction at this branch, so
+//! an initiator that commits anyway gets ABORTED, never a transfer with one leg. `Balance`
+//! inside a transaction is a read that may legitimately find nothing: its `NOT_FOUND` is
+//! declared harmless (`ratify_participant::harmless`) and dooms nothing.
 
 #![deny(missing_docs)]
 
 use std::time::Duration;
 
-use ratify_participant::{RocksStore, Txn, TxnContext};
+use ratify_participant::{RocksStore, Txn, TxnContext, harmless};
 use ratify_proto::pb::bank as pb;
 use ratify_proto::pb::bank::bank_server::Bank;
 use tonic::{Request, Response, Status};
@@ -165,7 +172,13 @@ impl Bank for Branch {
         let balance = match ctx {
             Some(ctx) => {
                 let txn = self.store.txn(&ctx)?.with_lock_wait(self.lock_wait);
-                self.balance_in(&txn, &account).await?
+                match txn.get(&key(&account)).await? {
+                    Some(bytes) => decode(&account, &bytes)?,
+                    // An answer, not a failure: the transaction may go on (P10).
+                    None => {
+                        return Err(harmless(Status::not_found(format!("no account {account}"))));
+                    }
+                }
             }
             None => match self.store.read_committed(&key(&account))? {
                 Some((_, bytes)) => decode(&account, &bytes)?,

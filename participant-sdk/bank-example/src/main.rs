@@ -124,7 +124,9 @@ async fn main() -> Result<()> {
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(participant.service())
-        .add_service(BankServer::new(Branch::new(store, lock_wait)))
+        // Behind the call guard: a failed call dooms its transaction here, a retried call runs
+        // once (docs/protocol.md P10).
+        .add_service(participant.guard(BankServer::new(Branch::new(store, lock_wait))))
         .serve_with_incoming_shutdown(
             // tonic's incoming stream sets TCP_NODELAY on accepted connections.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -170,6 +170,19 @@ struct Staged {
     rejected: Option<String>,
 }
 
+/// A transaction that can no longer commit here: one of its calls failed (P10). Its staged
+/// writes are gone and its locks released; the slot stays, with the first failure, so later
+/// calls fail at once and Prepare votes NO naming it.
+struct Doomed {
+    reason: NoReason,
+    why: String,
+    /// The service boundary named the failed call (the runtime's call guard); a later doom by
+    /// the call that failed replaces the message the store recorded for the same failure.
+    by_call: bool,
+    since: Instant,
+    deadline_unix_ms: Option<u64>,
+}
+
 struct Prepared {
     writes: Writes,
     locked: BTreeSet<Vec<u8>>,
@@ -178,6 +191,8 @@ struct Prepared {
 
 enum State {
     Staged(Staged),
+    /// A call failed: it will vote NO (P10).
+    Doomed(Doomed),
     /// Prepare is writing the record; no more reads or writes.
     Preparing,
     Prepared(Prepared),
@@ -189,6 +204,7 @@ impl State {
     fn name(&self) -> &'static str {
         match self {
             State::Staged(_) => "staged",
+            State::Doomed(_) => "doomed",
             State::Preparing => "preparing",
             State::Prepared(_) => "prepared",
             State::Done => "finished",
@@ -517,9 +533,15 @@ impl RocksStore {
             let txn_id = txn_from_key(key)?;
             let (writes, prepared_at_unix_ms) = codec::decode_prepared(value)?;
             let locked: BTreeSet<Vec<u8>> = writes.keys().cloned().collect();
-            self.inner
-                .locks
-                .acquire_recovered(txn_id, locked.iter().cloned())
+            // Planted bug (g): the keys stay unlocked while the transaction is in doubt.
+            let relock = !planted::active(Bug::RecoveryWithoutLocks);
+            relock
+                .then(|| {
+                    self.inner
+                        .locks
+                        .acquire_recovered(txn_id, locked.iter().cloned())
+                })
+                .transpose()
                 .map_err(|c| Error::Corrupt {
                     what: "prepared records".into(),
                     why: format!(
@@ -617,10 +639,7 @@ impl RocksStore {
             let state = slot.state();
             return match &*state {
                 State::Staged(s) => Ok(self.handle(txn_id, s.age)),
-                other => Err(Error::TxnNotActive {
-                    txn_id,
-                    state: other.name(),
-                }),
+                other => Err(not_active(txn_id, other)),
             };
         }
         match self.recorded(txn_id)? {
@@ -668,23 +687,22 @@ impl RocksStore {
             // Begun by a concurrent first call meanwhile: its age stands.
             Some(slot) => match &*slot.state() {
                 State::Staged(s) => s.age,
-                other => {
-                    return Err(Error::TxnNotActive {
-                        txn_id,
-                        state: other.name(),
-                    });
-                }
+                other => return Err(not_active(txn_id, other)),
             },
             None => ctx.age(),
         };
         if !slots.contains_key(&txn_id) {
             let max = self.inner.config.concurrent_txns_max;
             if slots.len() >= max {
-                return Err(Error::LimitExceeded {
+                let e = Error::LimitExceeded {
                     limit: "concurrent_txns_max",
                     max,
                     asked: slots.len() + 1,
-                });
+                };
+                drop(slots);
+                // A later call could succeed and stage work: this one's failure dooms it (P10).
+                self.doom_with(txn_id, NoReason::LimitExceeded, e.to_string(), false);
+                return Err(e);
             }
             slots.insert(
                 txn_id,
@@ -711,7 +729,99 @@ impl RocksStore {
             txn_id,
             age,
             lock_wait: self.inner.config.lock_wait,
+            errors_doom: true,
         }
+    }
+
+    /// Doom `txn_id` here (P10): it can no longer commit at this participant. A staged
+    /// transaction loses its staged writes and releases its locks at once; later calls fail
+    /// with [`Error::TxnAborted`] naming `why`, and Prepare votes NO (`reason`, `why`). The first
+    /// failure is kept, except that a doom `by_call` (the service boundary, which names the
+    /// call) replaces the message the store recorded for it. Too late for a transaction
+    /// preparing, prepared or finished here: its vote stands (P1). A transaction not seen here
+    /// yet gets a doomed slot (a tombstone when there is no room, P5). Returns whether the
+    /// transaction was staged until now.
+    fn doom_with(&self, txn_id: TxnId, reason: NoReason, why: String, by_call: bool) -> bool {
+        let why = ratify_proto::types::truncate_utf8(&why, ratify_proto::types::MESSAGE_LEN_MAX)
+            .to_owned();
+        let Some(slot) = self.slot(txn_id) else {
+            match self.recorded(txn_id) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    // Not seen yet (the call failed before touching the store): a doomed slot
+                    // with the reason, so later calls are refused and Prepare says why; a
+                    // tombstone (P5) when there is no room for one.
+                    let mut slots = self.slots();
+                    if slots.contains_key(&txn_id) {
+                        drop(slots);
+                        return self.doom_with(txn_id, reason, why, by_call);
+                    }
+                    if slots.len() < self.inner.config.concurrent_txns_max {
+                        slots.insert(
+                            txn_id,
+                            Arc::new(Slot {
+                                phase: tokio::sync::Mutex::new(()),
+                                state: Mutex::new(State::Doomed(Doomed {
+                                    reason,
+                                    why,
+                                    by_call,
+                                    since: Instant::now(),
+                                    deadline_unix_ms: None,
+                                })),
+                            }),
+                        );
+                    } else {
+                        drop(slots);
+                        if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
+                            tracing::warn!(%txn_id, error = %e, "could not record a tombstone for a doomed transaction");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%txn_id, error = %e, "could not read a doomed transaction's record")
+                }
+            }
+            return false;
+        };
+        let released = {
+            let mut state = slot.state();
+            match &mut *state {
+                State::Staged(s) => {
+                    let locked = std::mem::take(&mut s.locked);
+                    let deadline_unix_ms = s.deadline_unix_ms;
+                    // A transaction the service refused (`reject`) failed its validation
+                    // first: that stays the reason; the failed call's message says the rest.
+                    let reason = if s.rejected.is_some() {
+                        NoReason::ValidationFailed
+                    } else {
+                        reason
+                    };
+                    *state = State::Doomed(Doomed {
+                        reason,
+                        why,
+                        by_call,
+                        since: Instant::now(),
+                        deadline_unix_ms,
+                    });
+                    locked
+                }
+                State::Doomed(d) => {
+                    // The call that failed names itself; the store's reason for the same
+                    // failure (a conflict, say) is the more precise code, so it stays.
+                    if by_call && !d.by_call {
+                        d.why = why;
+                        d.by_call = true;
+                    }
+                    return false;
+                }
+                State::Preparing | State::Prepared(_) | State::Done => return false,
+            }
+        };
+        tracing::debug!(%txn_id, "doomed: a call failed");
+        self.inner
+            .locks
+            .release(txn_id, released.iter().map(Vec::as_slice));
+        true
     }
 
     /// Abort, locally and without waiting for durability, every staged transaction older than
@@ -729,6 +839,10 @@ impl RocksStore {
                     now.duration_since(s.started) > timeout
                         || s.deadline_unix_ms.is_some_and(|d| d < now_ms)
                 }
+                State::Doomed(d) => {
+                    now.duration_since(d.since) > timeout
+                        || d.deadline_unix_ms.is_some_and(|d| d < now_ms)
+                }
                 _ => false,
             })
             .map(|(id, slot)| (*id, slot.clone()))
@@ -739,16 +853,19 @@ impl RocksStore {
             .count()
     }
 
-    /// Wound-wait (P9): abort `txn_id` here if it is still staged (it has not voted, so that is
-    /// ours to do, P4), releasing its locks. False if it is gone, preparing or prepared.
-    fn wound(&self, txn_id: TxnId) -> bool {
-        match self.slot(txn_id) {
-            Some(slot) => self.abort_staged(txn_id, &slot, "wounded by an older transaction"),
-            None => false,
-        }
+    /// Wound-wait (P9): doom `txn_id` here if it is still staged (it has not voted, so that is
+    /// ours to do, P4), releasing its locks; its later calls are refused and its Prepare votes
+    /// NO (`CONFLICT`). False if it is gone, doomed already, preparing or prepared.
+    fn wound(&self, txn_id: TxnId, by: TxnId) -> bool {
+        self.doom_with(
+            txn_id,
+            NoReason::Conflict,
+            format!("wounded by the older transaction {by} (wound-wait)"),
+            false,
+        )
     }
 
-    /// Abort a staged transaction locally: record the outcome (without waiting for
+    /// Abort a staged (or doomed) transaction locally: record the outcome (without waiting for
     /// durability: a restart refuses the transaction anyway, P4), then release its locks. If
     /// the outcome cannot be recorded, nothing changes (and false is returned): without the
     /// record, a later call could begin the transaction afresh here (P5).
@@ -757,18 +874,20 @@ impl RocksStore {
         let Ok(_phase) = slot.phase.try_lock() else {
             return false;
         };
-        if !matches!(&*slot.state(), State::Staged(_)) {
+        if !matches!(&*slot.state(), State::Staged(_) | State::Doomed(_)) {
             return false;
         }
         if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
             tracing::warn!(%txn_id, error = %e, why, "could not record a local abort; the transaction stays staged");
             return false;
         }
-        // Still staged: only Prepare and Abort change that, and they hold the phase lock.
-        let staged = {
+        // Still staged or doomed: only Prepare and Abort change that (they hold the phase
+        // lock), and a doom (staged to doomed, releasing the locks itself).
+        let locked = {
             let mut state = slot.state();
             match std::mem::replace(&mut *state, State::Done) {
-                State::Staged(s) => s,
+                State::Staged(s) => s.locked,
+                State::Doomed(_) => BTreeSet::new(),
                 other => {
                     *state = other;
                     return false;
@@ -776,7 +895,7 @@ impl RocksStore {
             }
         };
         tracing::debug!(%txn_id, why, "aborted locally");
-        self.finish(txn_id, &staged.locked);
+        self.finish(txn_id, &locked);
         self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -849,15 +968,16 @@ impl RocksStore {
         let taken = {
             let mut state = slot.state();
             match std::mem::replace(&mut *state, State::Done) {
-                State::Staged(s) => Some((s.locked, false)),
-                State::Prepared(p) => Some((p.locked, true)),
+                State::Staged(s) => Some((s.locked, false, None)),
+                State::Doomed(d) => Some((BTreeSet::new(), false, Some(d))),
+                State::Prepared(p) => Some((p.locked, true, None)),
                 other => {
                     *state = other;
                     None
                 }
             }
         };
-        let Some((locked, was_prepared)) = taken else {
+        let Some((locked, was_prepared, doomed)) = taken else {
             return self.finished_abort(txn_id).await;
         };
         let mut batch = Batch::new();
@@ -873,6 +993,8 @@ impl RocksStore {
             // Not durable: put the state back so a retried Abort (or Commit) finds it.
             *slot.state() = if was_prepared {
                 self.reload_prepared(txn_id)?
+            } else if let Some(d) = doomed {
+                State::Doomed(d)
             } else {
                 State::Staged(Staged {
                     writes: Writes::new(),
@@ -1031,6 +1153,8 @@ impl RocksStore {
                 reason: NoReason::AlreadyAborted,
                 message: "aborted here earlier".into(),
             },
+            // Planted bug (h): the lost work is taken for no work at all.
+            None if planted::active(Bug::LostWorkReadOnly) => Vote::ReadOnly,
             None => {
                 // Leave a tombstone so business calls arriving later are refused.
                 if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
@@ -1054,6 +1178,21 @@ impl RocksStore {
                     return self.prepare_unknown(txn_id);
                 }
                 State::Preparing => unreachable!("Preparing is only seen under the phase lock"),
+                State::Doomed(_) => {
+                    let State::Doomed(d) = std::mem::replace(&mut *state, State::Done) else {
+                        unreachable!("matched Doomed above");
+                    };
+                    drop(state);
+                    if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
+                        tracing::warn!(%txn_id, error = %e, "could not record a tombstone");
+                    }
+                    self.finish(txn_id, &BTreeSet::new());
+                    self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Vote::No {
+                        reason: d.reason,
+                        message: d.why,
+                    });
+                }
                 State::Staged(_) => {}
             }
             let State::Staged(s) = std::mem::replace(&mut *state, State::Preparing) else {
@@ -1123,6 +1262,7 @@ impl RocksStore {
     async fn one_phase_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<OnePhaseOutcome> {
         enum Found {
             Staged(Staged),
+            Doomed(Doomed),
             Prepared,
             Done,
         }
@@ -1130,6 +1270,7 @@ impl RocksStore {
             let mut state = slot.state();
             match std::mem::replace(&mut *state, State::Preparing) {
                 State::Staged(s) => Found::Staged(s),
+                State::Doomed(d) => Found::Doomed(d),
                 other => {
                     let found = match &other {
                         State::Prepared(_) => Found::Prepared,
@@ -1142,6 +1283,25 @@ impl RocksStore {
         };
         let staged = match found {
             Found::Staged(s) => s,
+            Found::Doomed(d) => {
+                let mut batch = Batch::new();
+                batch.put(
+                    CF_OUTCOMES,
+                    txn_id.to_bytes(),
+                    codec::encode_outcome(Recorded::Aborted, now_unix_ms()),
+                );
+                if let Err(e) = self.write_durable(batch).await {
+                    *slot.state() = State::Doomed(d);
+                    return Err(e);
+                }
+                *slot.state() = State::Done;
+                self.finish(txn_id, &BTreeSet::new());
+                self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
+                return Ok(OnePhaseOutcome::Aborted {
+                    reason: d.reason,
+                    message: d.why,
+                });
+            }
             Found::Done => return self.one_phase_unknown(txn_id),
             Found::Prepared => {
                 return match self.commit_prepared(txn_id, slot).await? {
@@ -1221,6 +1381,11 @@ impl RocksStore {
 }
 
 impl Resource for RocksStore {
+    async fn doom(&self, txn_id: TxnId, why: String) -> Result<()> {
+        self.doom_with(txn_id, NoReason::CallFailed, why, true);
+        Ok(())
+    }
+
     async fn prepare(&self, txn_id: TxnId) -> Result<Vote> {
         self.with_phase(
             txn_id,
@@ -1321,9 +1486,34 @@ fn txn_from_key(key: &[u8]) -> Result<TxnId> {
     })
 }
 
+/// Why a transaction in `state` takes no more reads or writes here.
+fn not_active(txn_id: TxnId, state: &State) -> Error {
+    match state {
+        State::Done => Error::TxnAborted {
+            txn_id,
+            why: "it finished or was aborted here".into(),
+        },
+        State::Doomed(d) => Error::TxnAborted {
+            txn_id,
+            why: format!("an earlier call of it failed here: {}", d.why),
+        },
+        other => Error::TxnNotActive {
+            txn_id,
+            state: other.name(),
+        },
+    }
+}
+
 /// A transaction's work at this participant: reads and writes under strict two-phase locking
 /// (P9). Get one from [`RocksStore::txn`]. Reads see the transaction's own writes; writes stay in
 /// memory until Prepare.
+///
+/// A failed read or write (a lock conflict, a limit, a storage error) dooms the transaction
+/// here (docs/protocol.md P10): its staged writes are discarded and its locks released at
+/// once, later operations fail with [`Error::TxnAborted`] naming the first failure, and
+/// Prepare votes NO. An initiator that commits after an error therefore gets ABORTED, never a
+/// transaction with a leg missing. A handler that expects a failure and handles it on purpose
+/// (tries a hot key and falls back to another, say) uses [`Txn::harmless_errors`].
 #[derive(Clone)]
 pub struct Txn {
     store: RocksStore,
@@ -1331,6 +1521,8 @@ pub struct Txn {
     /// The id whose age counts for wait-die (the first attempt's, for a retry).
     age: TxnId,
     lock_wait: Option<Duration>,
+    /// Failed operations doom the transaction (P10); off for [`Txn::harmless_errors`].
+    errors_doom: bool,
 }
 
 impl Txn {
@@ -1345,6 +1537,49 @@ impl Txn {
     pub fn with_lock_wait(mut self, limit: Option<Duration>) -> Self {
         self.lock_wait = limit;
         self
+    }
+
+    /// A handle whose failed operations do **not** doom the transaction (P10): for a handler
+    /// that probes on purpose — tries a lock with no wait and, on `Conflict`, does something
+    /// else — and handles the error itself. The failed operation did nothing; the rest of the
+    /// transaction stands. Errors that say the transaction is already aborted or prepared
+    /// here stay what they are. Meant to be visible in code review:
+    ///
+    /// ```ignore
+    /// match txn.harmless_errors().with_lock_wait(None).put(b"seat/12A", b"alice").await {
+    ///     Ok(()) => "12A",
+    ///     Err(Error::Conflict { .. }) => { txn.put(b"seat/12B", b"alice").await?; "12B" }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// ```
+    pub fn harmless_errors(mut self) -> Self {
+        self.errors_doom = false;
+        self
+    }
+
+    /// An operation failed with `e`: doom the transaction here (P10) unless this handle says
+    /// its errors are harmless. Errors that mean the transaction is already aborted, doomed or
+    /// prepared here have nothing left to doom.
+    fn failed(&self, e: Error) -> Error {
+        let reason = match &e {
+            Error::Conflict { .. } => NoReason::Conflict,
+            Error::LimitExceeded { .. } => NoReason::LimitExceeded,
+            Error::Storage(_) | Error::Corrupt { .. } => NoReason::StorageError,
+            Error::TxnAborted { .. }
+            | Error::TxnNotActive { .. }
+            | Error::Context(_)
+            | Error::Coordinator(_) => return e,
+        };
+        // Planted bug (f): a failed operation leaves the transaction as it was.
+        if self.errors_doom && !planted::active(Bug::ErrorsDoNotDoom) {
+            self.store.doom_with(
+                self.txn_id,
+                reason,
+                format!("a read or write failed: {e}"),
+                false,
+            );
+        }
+        e
     }
 
     fn slot(&self) -> Result<Arc<Slot>> {
@@ -1393,7 +1628,7 @@ impl Txn {
         {
             let state = slot.state();
             if !matches!(&*state, State::Staged(_)) {
-                return Err(self.not_active(&state));
+                return Err(not_active(self.txn_id, &state));
             }
         }
         let locks = &self.store.inner.locks;
@@ -1410,7 +1645,7 @@ impl Txn {
                 self.store.inner.config.lock_policy,
                 // A requester that was itself wounded meanwhile wounds nobody: it waits out
                 // its wait and then finds itself aborted below.
-                &|victim| self.is_staged() && self.store.wound(victim),
+                &|victim| self.is_staged() && self.store.wound(victim, self.txn_id),
             )
             .await
             .map_err(|c| Error::Conflict {
@@ -1426,24 +1661,14 @@ impl Txn {
                 Ok(())
             }
             other => {
-                if newly {
+                // Doomed or finished meanwhile: it holds no locks any more (whatever it held
+                // was released then), so whatever this acquire granted goes too. Preparing or
+                // prepared: its own locks stay, a lock taken just now goes.
+                if newly || matches!(other, State::Doomed(_) | State::Done) {
                     locks.release(self.txn_id, [key]);
                 }
-                Err(self.not_active(other))
+                Err(not_active(self.txn_id, other))
             }
-        }
-    }
-
-    fn not_active(&self, state: &State) -> Error {
-        match state {
-            State::Done => Error::TxnAborted {
-                txn_id: self.txn_id,
-                why: "it finished or was aborted here".into(),
-            },
-            other => Error::TxnNotActive {
-                txn_id: self.txn_id,
-                state: other.name(),
-            },
         }
     }
 
@@ -1456,6 +1681,10 @@ impl Txn {
     /// Read `key` with its version (the number of commits that wrote it; 0 for the
     /// transaction's own uncommitted write).
     pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        self.read(key).await.map_err(|e| self.failed(e))
+    }
+
+    async fn read(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
         self.check_key(key)?;
         let slot = self.slot()?;
         self.lock(&slot, key, LockMode::Shared).await?;
@@ -1472,18 +1701,20 @@ impl Txn {
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let max = self.store.inner.config.value_bytes_max;
         if value.len() > max {
-            return Err(Error::LimitExceeded {
+            return Err(self.failed(Error::LimitExceeded {
                 limit: "value_bytes_max",
                 max,
                 asked: value.len(),
-            });
+            }));
         }
-        self.write(key, Some(value.to_vec())).await
+        self.write(key, Some(value.to_vec()))
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Delete `key` (exclusive lock).
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
-        self.write(key, None).await
+        self.write(key, None).await.map_err(|e| self.failed(e))
     }
 
     async fn write(&self, key: &[u8], value: Option<Vec<u8>>) -> Result<()> {
@@ -1493,7 +1724,7 @@ impl Txn {
         let config = &self.store.inner.config;
         let mut state = slot.state();
         let State::Staged(s) = &mut *state else {
-            return Err(self.not_active(&state));
+            return Err(not_active(self.txn_id, &state));
         };
         let old = s
             .writes
@@ -1528,6 +1759,10 @@ impl Txn {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan(prefix, limit).await.map_err(|e| self.failed(e))
+    }
+
+    async fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let limit = limit.min(self.store.inner.config.scan_rows_max);
         let slot = self.slot()?;
         let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -1551,7 +1786,7 @@ impl Txn {
             if out.len() >= limit {
                 break;
             }
-            if let Some(value) = self.get(&key).await? {
+            if let Some((_, value)) = self.read(&key).await? {
                 out.push((key, value));
             }
         }
@@ -1568,7 +1803,7 @@ impl Txn {
                 s.rejected = Some(why.into());
                 Ok(())
             }
-            other => Err(self.not_active(other)),
+            other => Err(not_active(self.txn_id, other)),
         }
     }
 }

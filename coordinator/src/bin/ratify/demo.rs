@@ -460,27 +460,36 @@ async fn transfer(
 ) -> Result<(TxnId, Outcome, Option<LegFailure>)> {
     let txn = demo.client.begin();
     let id = txn.id();
-    let mut failed = demo
-        .bank(from.0)?
-        .withdraw(txn.request(
+    let (from_bank, to_bank) = (demo.bank(from.0)?, demo.bank(to.0)?);
+    // `call`: a lost answer is retried with the same call id (the branch runs it once), and a
+    // failure is remembered by the transaction (docs/protocol.md P10).
+    let mut failed = txn
+        .call(
             &pid(from.0),
             pbb::AmountRequest {
                 account: from.1.clone(),
                 amount,
             },
-        ))
+            |r| {
+                let mut bank = from_bank.clone();
+                async move { bank.withdraw(r).await }
+            },
+        )
         .await
         .err();
     if failed.is_none() {
-        failed = demo
-            .bank(to.0)?
-            .deposit(txn.request(
+        failed = txn
+            .call(
                 &pid(to.0),
                 pbb::AmountRequest {
                     account: to.1.clone(),
                     amount,
                 },
-            ))
+                |r| {
+                    let mut bank = to_bank.clone();
+                    async move { bank.deposit(r).await }
+                },
+            )
             .await
             .err();
     }

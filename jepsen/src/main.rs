@@ -15,7 +15,7 @@ use ratify_check::Valid;
 use ratify_jepsen::nemesis::{Nemesis, Schedule};
 use ratify_jepsen::run::{self, TestConfig};
 use ratify_jepsen::schedules::{self, Entry};
-use ratify_jepsen::workload::Kind;
+use ratify_jepsen::workload::{ClientMode, Kind};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,10 @@ enum Command {
         /// bank, atomic-marker or list-append.
         #[arg(long, value_enum)]
         workload: Kind,
+        /// How clients behave around failed calls: careful (abort), reckless (commit anyway,
+        /// or walk away), retrying (send calls again with the same call id).
+        #[arg(long, value_enum, default_value = "careful")]
+        client: ClientMode,
         /// Comma-separated nemeses or groups (none, all, partitions, kills, network).
         #[arg(long, default_value = "all")]
         nemesis: String,
@@ -114,8 +118,9 @@ async fn run_entry(cli: &Cli, bin_dir: &std::path::Path, e: &Entry, schedule: Sc
         }
     };
     let command = format!(
-        "ratify-jepsen test --workload {} --nemesis {} --time-limit {} --seed {} --concurrency {} --coordinators {} --participants {}{}",
+        "ratify-jepsen test --workload {} --client {} --nemesis {} --time-limit {} --seed {} --concurrency {} --coordinators {} --participants {}{}",
         e.workload.name(),
+        e.client.name(),
         e.nemeses,
         e.time_limit.as_secs(),
         e.seed,
@@ -129,6 +134,7 @@ async fn run_entry(cli: &Cli, bin_dir: &std::path::Path, e: &Entry, schedule: Sc
     let cfg = TestConfig {
         name: e.name.clone(),
         workload: e.workload,
+        client: e.client,
         nemeses,
         time_limit: e.time_limit,
         seed: e.seed,
@@ -246,6 +252,7 @@ async fn main() -> Result<()> {
     let entries: Vec<Entry> = match &cli.command {
         Command::Test {
             workload,
+            client,
             nemesis,
             time_limit,
             seed,
@@ -266,8 +273,17 @@ async fn main() -> Result<()> {
             };
             let nemeses: &'static str = Box::leak(nemesis.clone().into_boxed_str());
             vec![Entry {
-                name: format!("{}-{}", workload.name(), nemesis.replace(',', "+")),
+                name: format!(
+                    "{}-{}{}",
+                    workload.name(),
+                    nemesis.replace(',', "+"),
+                    match client {
+                        ClientMode::Careful => String::new(),
+                        other => format!("-{}", other.name()),
+                    }
+                ),
                 workload: *workload,
+                client: *client,
                 nemeses,
                 time_limit: Duration::from_secs(*time_limit),
                 seed: *seed,

@@ -58,6 +58,22 @@ impl Recorder {
         error: Option<String>,
         txn_id: Option<String>,
     ) -> u64 {
+        self.complete(process, kind, f, value, error, txn_id, Vec::new())
+    }
+
+    /// Record an entry with what its business calls showed (see [`Op::call_notes`]); returns
+    /// its index.
+    #[allow(clippy::too_many_arguments)]
+    pub fn complete(
+        &self,
+        process: u64,
+        kind: OpType,
+        f: &str,
+        value: serde_json::Value,
+        error: Option<String>,
+        txn_id: Option<String>,
+        call_notes: Vec<String>,
+    ) -> u64 {
         let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
         let index = ops.len() as u64;
         ops.push(Op {
@@ -69,6 +85,7 @@ impl Recorder {
             value,
             error,
             txn_id,
+            call_notes,
         });
         index
     }

@@ -15,7 +15,7 @@ use crate::nemesis::{self, Nemesis, Schedule};
 use crate::recorder::Recorder;
 use crate::rng::Rng;
 use crate::system::{System, SystemConfig};
-use crate::workload::{self, Kind, Workload};
+use crate::workload::{self, ClientMode, Kind, Workload};
 
 /// How long the final phase waits for a leader.
 pub const HEAL_LEADER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,6 +32,8 @@ pub struct TestConfig {
     pub name: String,
     /// The workload.
     pub workload: Kind,
+    /// How the clients behave around failed calls.
+    pub client: ClientMode,
     /// The nemeses to draw from.
     pub nemeses: Vec<Nemesis>,
     /// How long the workload and the nemesis run.
@@ -271,6 +273,7 @@ pub fn check_history(
             vec![ratify_check::elle::check(history, lists.as_ref())]
         }
     };
+    results.push(ratify_check::calls::check(history));
     results.push(in_doubt);
     results
 }
@@ -285,9 +288,10 @@ pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
         .join(format!("{stamp}-{}-seed{}", cfg.name, cfg.seed));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!(
-        "run {}: {} nemeses [{}], {} s, seed {}, {} workers → {}",
+        "run {}: {} ({} clients) nemeses [{}], {} s, seed {}, {} workers → {}",
         cfg.name,
         cfg.workload.name(),
+        cfg.client.name(),
         cfg.nemeses
             .iter()
             .map(|n| n.name())
@@ -329,13 +333,9 @@ pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
     )?;
     let names: Vec<String> = system.participants.iter().map(|p| p.name.clone()).collect();
     let kvs = (0..names.len()).map(|i| system.kv(i)).collect();
-    let workload = Arc::new(Workload::new(
-        cfg.workload,
-        client,
-        kvs,
-        names,
-        recorder.clone(),
-    ));
+    let workload = Arc::new(
+        Workload::new(cfg.workload, client, kvs, names, recorder.clone()).with_mode(cfg.client),
+    );
     workload.setup().await.context("workload set-up")?;
     let system = Arc::new(tokio::sync::Mutex::new(system));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -450,7 +450,10 @@ pub async fn run(cfg: &TestConfig) -> Result<RunResult> {
     let counts = ratify_check::history::outcome_counts(&history);
     let info = ratify_report::RunInfo {
         name: cfg.name.clone(),
-        workload: cfg.workload.name().to_owned(),
+        workload: match cfg.client {
+            ClientMode::Careful => cfg.workload.name().to_owned(),
+            other => format!("{}/{}", cfg.workload.name(), other.name()),
+        },
         nemeses: cfg.nemeses.iter().map(|n| n.name().to_owned()).collect(),
         seed: cfg.seed,
         concurrency: cfg.concurrency,

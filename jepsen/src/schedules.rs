@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::workload::Kind;
+use crate::workload::{ClientMode, Kind};
 
 /// One entry of a schedule.
 #[derive(Debug, Clone)]
@@ -12,6 +12,8 @@ pub struct Entry {
     pub name: String,
     /// Workload.
     pub workload: Kind,
+    /// How the clients behave around failed calls.
+    pub client: ClientMode,
     /// Nemeses (a list for `Nemesis::parse_list`).
     pub nemeses: &'static str,
     /// Time limit.
@@ -28,6 +30,7 @@ fn entry(name: &str, workload: Kind, nemeses: &'static str, secs: u64, seed: u64
     Entry {
         name: name.to_owned(),
         workload,
+        client: ClientMode::Careful,
         nemeses,
         time_limit: Duration::from_secs(secs),
         seed,
@@ -41,6 +44,7 @@ pub fn selftest(secs: u64) -> Vec<Entry> {
     let bug = |name: &'static str, workload, nemeses: &'static str, seed| Entry {
         name: format!("selftest-{name}"),
         workload,
+        client: ClientMode::Careful,
         nemeses,
         time_limit: Duration::from_secs(secs),
         seed,
@@ -73,11 +77,24 @@ pub fn selftest(secs: u64) -> Vec<Entry> {
             14,
         ),
         bug("non-idempotent-commit", Kind::Bank, "drop,kill-leader", 15),
+        // Issue 14's hole: only a client that commits after a failed call can show it; lock
+        // conflicts on the bank's few accounts give it failed calls, pauses give it more.
+        Entry {
+            client: ClientMode::Reckless,
+            ..bug("errors-do-not-doom", Kind::Bank, "pause", 16)
+        },
+        // Only a client that sends a call again can show it; Elle sees the twice-appended
+        // values, the bank checker a transfer applied twice.
+        Entry {
+            client: ClientMode::Retrying,
+            ..bug("calls-run-twice", Kind::ListAppend, "delay", 17)
+        },
     ]
 }
 
-/// The short, fixed-seed schedule CI runs: the main nemeses, each workload, and one planted
-/// bug that must be caught.
+/// The short, fixed-seed schedule CI runs: the main nemeses, each workload, the misbehaving
+/// clients (reckless: commits after failed calls; retrying: calls sent again with the same
+/// call id), and one planted bug that must be caught.
 pub fn ci() -> Vec<Entry> {
     let mut out = vec![
         entry(
@@ -101,6 +118,26 @@ pub fn ci() -> Vec<Entry> {
             30,
             3,
         ),
+        Entry {
+            client: ClientMode::Reckless,
+            ..entry(
+                "ci-bank-reckless",
+                Kind::Bank,
+                "kill-participant,pause,partition-participant-leader",
+                30,
+                4,
+            )
+        },
+        Entry {
+            client: ClientMode::Retrying,
+            ..entry(
+                "ci-list-append-retrying",
+                Kind::ListAppend,
+                "kill-participant,pause,delay",
+                30,
+                5,
+            )
+        },
     ];
     let mut caught = selftest(30).remove(1); // abort-after-yes under hold
     caught.name = "ci-selftest-abort-after-yes".into();

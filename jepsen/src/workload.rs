@@ -14,13 +14,28 @@
 //! `fail` when it answered ABORTED, or when commit was never asked (a business call failed
 //! and the transaction was abandoned: only a client's Commit can commit, so it cannot
 //! have); `info` when the commit outcome is unknown after one retry with the same txn id.
+//!
+//! Client modes ([`ClientMode`], docs/protocol.md P10) — real clients misbehave:
+//! - **careful**: a failed call abandons the transaction (it is aborted).
+//! - **reckless**: after a failed call it commits anyway (forgiving the failures, as
+//!   `transfer.py` does), or walks away without a word (no commit, no abort); list-append
+//!   keeps issuing its remaining micro-operations first. An `ok` then records every append it
+//!   attempted (a committed transaction applied them all) and the reads it learned.
+//! - **retrying**: sends calls again with the same call id — at once (as a gRPC retry policy
+//!   may) or after the answer came (as after a timeout) — and notes any attempt answered
+//!   differently from the first; otherwise careful.
+//!
+//! Every completion carries the call notes the `calls` checker reads: a call answered with
+//! `ratify-doomed`, a retry answered differently.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use ratify_check::OpType;
 use ratify_participant::{Client, Transaction};
+use ratify_proto::metadata::DOOMED;
 use ratify_proto::pb::jepsen as pbj;
 use ratify_proto::pb::jepsen::jepsen_kv_client::JepsenKvClient;
 use ratify_proto::types::{Outcome, ParticipantId};
@@ -38,6 +53,11 @@ pub const APPENDS_PER_KEY_MAX: u64 = 128;
 pub const ACTIVE_KEYS: usize = 8;
 /// Grace for a retried commit of an unknown outcome.
 pub const COMMIT_RETRY_DEADLINE: Duration = Duration::from_secs(3);
+/// Reckless clients walk away (no commit, no abort) after a failed call this often; else they
+/// commit anyway.
+pub const WALK_AWAY_CHANCE: f64 = 0.02;
+/// Retrying clients send a call twice at once this often, and again after its answer as often.
+pub const DUPLICATE_CHANCE: f64 = 0.25;
 
 /// Which workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -68,6 +88,94 @@ impl Kind {
             Kind::AtomicMarker => "marker/",
             Kind::ListAppend => "list/",
         }
+    }
+}
+
+/// How the client behaves around failed calls (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientMode {
+    /// A failed call abandons (aborts) the transaction.
+    #[default]
+    Careful,
+    /// After a failed call: commit anyway, or walk away.
+    Reckless,
+    /// Calls are sent again with the same call id; otherwise careful.
+    Retrying,
+}
+
+impl ClientMode {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientMode::Careful => "careful",
+            ClientMode::Reckless => "reckless",
+            ClientMode::Retrying => "retrying",
+        }
+    }
+}
+
+/// How one call is sent (retrying clients): once, twice at once, or again after its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sends {
+    Once,
+    Concurrent,
+    Again,
+}
+
+/// What one transaction's calls showed.
+#[derive(Default)]
+struct Calls {
+    /// The first failure (for the history's `error`).
+    failed: Option<String>,
+    /// For the `calls` checker (see `Op::call_notes`).
+    notes: Vec<String>,
+}
+
+impl Calls {
+    fn note_failure(&mut self, participant: &str, status: &tonic::Status) {
+        let what = format!("{participant}: {}", status_text(status));
+        if status.metadata().contains_key(DOOMED) {
+            self.notes.push(format!("doomed: {what}"));
+        }
+        self.failed.get_or_insert(what);
+    }
+}
+
+/// Whether an answer was lost on the way (nothing to compare with a retry's).
+fn answer_lost(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+    ) && ratify_proto::error::ErrorDetail::from_status(s).is_none()
+}
+
+/// A second attempt of `r`: the same message and metadata (so the same call id).
+fn again<T: Clone>(r: &tonic::Request<T>) -> tonic::Request<T> {
+    tonic::Request::from_parts(
+        r.metadata().clone(),
+        tonic::Extensions::new(),
+        r.get_ref().clone(),
+    )
+}
+
+/// `None` when two attempts of one call agree (or one answer was lost), else how they differ.
+fn differ<R: PartialEq + std::fmt::Debug>(
+    a: &Result<tonic::Response<R>, tonic::Status>,
+    b: &Result<tonic::Response<R>, tonic::Status>,
+) -> Option<String> {
+    match (a, b) {
+        (Err(x), _) | (_, Err(x)) if answer_lost(x) => None,
+        (Ok(x), Ok(y)) if x.get_ref() == y.get_ref() => None,
+        (Err(x), Err(y)) if x.code() == y.code() && x.message() == y.message() => None,
+        (a, b) => Some(format!(
+            "first {:?}, retry {:?}",
+            a.as_ref().map(|r| r.get_ref()).map_err(status_text),
+            b.as_ref().map(|r| r.get_ref()).map_err(status_text)
+        )),
     }
 }
 
@@ -115,6 +223,11 @@ impl ListState {
 pub struct Workload {
     /// Which.
     pub kind: Kind,
+    /// How the client behaves around failed calls.
+    pub mode: ClientMode,
+    /// Whether commits report the calls made to each participant (P10). Off: an initiator
+    /// that does not (as a non-Rust one may), leaving the participants' own checks alone.
+    pub call_counts: bool,
     client: Client,
     kvs: Vec<JepsenKvClient<Channel>>,
     names: Vec<String>,
@@ -132,8 +245,18 @@ fn status_text(s: &tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
 }
 
+/// What to do after a failed call.
+enum AfterFailure {
+    /// Abort (careful, retrying).
+    Abandon,
+    /// Commit anyway (reckless).
+    CommitAnyway,
+    /// Neither commit nor abort (reckless).
+    WalkAway,
+}
+
 impl Workload {
-    /// A workload over these participants (`names[i]` served by `kvs[i]`).
+    /// A workload over these participants (`names[i]` served by `kvs[i]`), with careful clients.
     pub fn new(
         kind: Kind,
         client: Client,
@@ -143,6 +266,8 @@ impl Workload {
     ) -> Self {
         Self {
             kind,
+            mode: ClientMode::Careful,
+            call_counts: true,
             client,
             kvs,
             names,
@@ -152,12 +277,105 @@ impl Workload {
         }
     }
 
+    /// The same with clients in `mode`.
+    pub fn with_mode(mut self, mode: ClientMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The same with commits that report no call counts (P10).
+    pub fn without_call_counts(mut self) -> Self {
+        self.call_counts = false;
+        self
+    }
+
     /// Bank: every account, as `participant/account`.
     pub fn accounts(&self) -> Vec<String> {
         self.names
             .iter()
             .flat_map(|p| (0..self.accounts_per_participant).map(move |a| format!("{p}/a{a}")))
             .collect()
+    }
+
+    /// How a retrying client sends its next call.
+    fn sends(&self, rng: &mut Rng) -> Sends {
+        if self.mode != ClientMode::Retrying {
+            return Sends::Once;
+        }
+        match rng.below(100) {
+            n if (n as f64) < DUPLICATE_CHANCE * 100.0 => Sends::Concurrent,
+            n if (n as f64) < DUPLICATE_CHANCE * 200.0 => Sends::Again,
+            _ => Sends::Once,
+        }
+    }
+
+    /// What this client does after a failed call.
+    fn choose_after_failure(&self, rng: &mut Rng) -> AfterFailure {
+        match self.mode {
+            ClientMode::Reckless if rng.chance(WALK_AWAY_CHANCE) => AfterFailure::WalkAway,
+            ClientMode::Reckless => AfterFailure::CommitAnyway,
+            ClientMode::Careful | ClientMode::Retrying => AfterFailure::Abandon,
+        }
+    }
+
+    /// One business call of `txn` to participant `i` through the transaction (its call id,
+    /// its failure log), sent as `sends` says; what it showed goes into `calls`.
+    async fn call<T, R, F, Fut>(
+        &self,
+        txn: &Transaction,
+        i: usize,
+        message: T,
+        sends: Sends,
+        calls: &Mutex<Calls>,
+        send: F,
+    ) -> Result<R, tonic::Status>
+    where
+        T: Clone,
+        R: PartialEq + std::fmt::Debug,
+        F: Fn(JepsenKvClient<Channel>, tonic::Request<T>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let name = &self.names[i];
+        let kv = &self.kvs[i];
+        let result = txn
+            .call(&pid(name), message, |r| {
+                let (first, second) = match sends {
+                    Sends::Once => (send(kv.clone(), r), None),
+                    Sends::Concurrent | Sends::Again => {
+                        let copy = again(&r);
+                        (send(kv.clone(), r), Some(send(kv.clone(), copy)))
+                    }
+                };
+                async move {
+                    let (a, b) = match (sends, second) {
+                        (Sends::Concurrent, Some(second)) => {
+                            let (a, b) = futures_util::future::join(first, second).await;
+                            (a, Some(b))
+                        }
+                        (_, Some(second)) => {
+                            let a = first.await;
+                            (a, Some(second.await))
+                        }
+                        (_, None) => (first.await, None),
+                    };
+                    if let Some(b) = &b
+                        && let Some(how) = differ(&a, b)
+                    {
+                        lock(calls)
+                            .notes
+                            .push(format!("retry-differs: {name}: {how}"));
+                    }
+                    a
+                }
+            })
+            .await;
+        match result {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => {
+                lock(calls).note_failure(name, &s);
+                Err(s)
+            }
+        }
     }
 
     /// Before the run: open the bank's accounts (one transaction per participant, retried
@@ -173,21 +391,23 @@ impl Workload {
                 // Idempotent: an earlier attempt whose outcome was lost may have committed, so
                 // each account is topped up to the opening balance, not added to.
                 let txn = self.client.begin();
-                let mut ok = true;
+                let calls = Mutex::new(Calls::default());
                 let keys: Vec<String> = (0..self.accounts_per_participant)
                     .map(|a| format!("acct/a{a}"))
                     .collect();
-                let mut kv = self.kvs[i].clone();
-                let current = match kv
-                    .read_ints(txn.request(&pid(name), pbj::ReadRequest { keys: keys.clone() }))
+                let current = self
+                    .call(
+                        &txn,
+                        i,
+                        pbj::ReadRequest { keys: keys.clone() },
+                        Sends::Once,
+                        &calls,
+                        |mut kv, r| async move { kv.read_ints(r).await },
+                    )
                     .await
-                {
-                    Ok(r) => r.into_inner().values,
-                    Err(_) => {
-                        ok = false;
-                        Default::default()
-                    }
-                };
+                    .map(|r| r.values);
+                let mut ok = current.is_ok();
+                let current = current.unwrap_or_default();
                 for key in keys.iter().filter(|_| ok) {
                     let delta = INITIAL_BALANCE - current.get(key).copied().unwrap_or(0);
                     if delta == 0 {
@@ -199,7 +419,12 @@ impl Workload {
                         has_floor: false,
                         floor: 0,
                     };
-                    if kv.add(txn.request(&pid(name), req)).await.is_err() {
+                    let added = self
+                        .call(&txn, i, req, Sends::Once, &calls, |mut kv, r| async move {
+                            kv.add(r).await
+                        })
+                        .await;
+                    if added.is_err() {
                         ok = false;
                         break;
                     }
@@ -222,7 +447,7 @@ impl Workload {
         match self.kind {
             Kind::Bank => {
                 if rng.chance(0.2) {
-                    self.bank_read(process).await
+                    self.bank_read(process, rng).await
                 } else {
                     self.transfer(process, rng).await
                 }
@@ -235,12 +460,20 @@ impl Workload {
     /// Commit and classify: (`type`, error). One retry with the same id when unknown.
     async fn finish(&self, txn: Transaction) -> (OpType, Option<String>) {
         let id = txn.id();
-        let participants = txn.participants();
-        let outcome = txn.commit().await;
+        let mut request = txn.commit_request();
+        let outcome = if self.call_counts {
+            txn.commit().await
+        } else {
+            // What `commit` sends, without the counts (no call failed or runs: the caller
+            // checked, or forgave).
+            request.call_counts.clear();
+            self.client.commit_request(request.clone()).await
+        };
         let outcome = match outcome {
             Ok(Outcome::Unknown) => {
-                let deadline = unix_ms() + COMMIT_RETRY_DEADLINE.as_millis() as u64;
-                self.client.commit_txn(id, participants, deadline).await
+                request.deadline_unix_ms =
+                    Some(unix_ms() + COMMIT_RETRY_DEADLINE.as_millis() as u64);
+                self.client.commit_request(request).await
             }
             other => other,
         };
@@ -266,11 +499,46 @@ impl Workload {
         }
     }
 
-    /// A business call failed: abandon the transaction (commit was never asked, so it cannot
-    /// commit); tell the coordinator so participants release locks early.
-    async fn abandon(&self, txn: Transaction, why: String) -> (OpType, Option<String>) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), txn.abort(&why)).await;
-        (OpType::Fail, Some(why))
+    /// A business call failed: abandon the transaction (careful: commit is never asked, so it
+    /// cannot commit, and the coordinator is told so participants release locks early), commit
+    /// anyway or walk away (reckless). `may_commit: false` turns a reckless commit into a
+    /// walk-away (for operations whose result could not be recorded).
+    async fn after_failure(
+        &self,
+        txn: Transaction,
+        why: String,
+        rng: &mut Rng,
+        may_commit: bool,
+    ) -> (OpType, Option<String>) {
+        match self.after_failure_choice(rng, may_commit) {
+            AfterFailure::Abandon => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), txn.abort(&why)).await;
+                (OpType::Fail, Some(why))
+            }
+            AfterFailure::WalkAway => {
+                drop(txn);
+                (
+                    OpType::Fail,
+                    Some(format!("{why}; walked away (no commit, no abort)")),
+                )
+            }
+            AfterFailure::CommitAnyway => {
+                txn.forgive_failures();
+                let (kind, error) = self.finish(txn).await;
+                let error = Some(match error {
+                    Some(e) => format!("committed anyway after {why}: {e}"),
+                    None => format!("committed anyway after {why}"),
+                });
+                (kind, error)
+            }
+        }
+    }
+
+    fn after_failure_choice(&self, rng: &mut Rng, may_commit: bool) -> AfterFailure {
+        match self.choose_after_failure(rng) {
+            AfterFailure::CommitAnyway if !may_commit => AfterFailure::WalkAway,
+            other => other,
+        }
     }
 
     async fn transfer(&self, process: u64, rng: &mut Rng) -> bool {
@@ -295,36 +563,48 @@ impl Workload {
             None,
             txn_id.clone(),
         );
-        let (mut kv_from, mut kv_to) = (self.kvs[fp].clone(), self.kvs[tp].clone());
-        let withdraw = kv_from.add(txn.request(
-            &pid(&self.names[fp]),
+        let calls = Mutex::new(Calls::default());
+        let (s1, s2) = (self.sends(rng), self.sends(rng));
+        let add = |mut kv: JepsenKvClient<Channel>, r| async move { kv.add(r).await };
+        let withdraw = self.call(
+            &txn,
+            fp,
             pbj::AddRequest {
                 key: format!("acct/a{fa}"),
                 delta: -amount,
                 has_floor: true,
                 floor: 0,
             },
-        ));
-        let deposit = kv_to.add(txn.request(
-            &pid(&self.names[tp]),
+            s1,
+            &calls,
+            add,
+        );
+        let deposit = self.call(
+            &txn,
+            tp,
             pbj::AddRequest {
                 key: format!("acct/a{ta}"),
                 delta: amount,
                 has_floor: false,
                 floor: 0,
             },
-        ));
-        let (w, d) = tokio::join!(withdraw, deposit);
-        let (kind, error) = match (w, d) {
-            (Ok(_), Ok(_)) => self.finish(txn).await,
-            (Err(s), _) | (_, Err(s)) => self.abandon(txn, status_text(&s)).await,
+            s2,
+            &calls,
+            add,
+        );
+        let _ = tokio::join!(withdraw, deposit);
+        let failed = lock(&calls).failed.clone();
+        let (kind, error) = match failed {
+            None => self.finish(txn).await,
+            Some(why) => self.after_failure(txn, why, rng, true).await,
         };
+        let notes = std::mem::take(&mut lock(&calls).notes);
         self.recorder
-            .record(process, kind, "transfer", value, error, txn_id);
+            .complete(process, kind, "transfer", value, error, txn_id, notes);
         kind == OpType::Info
     }
 
-    async fn bank_read(&self, process: u64) -> bool {
+    async fn bank_read(&self, process: u64, rng: &mut Rng) -> bool {
         let txn = self.client.begin();
         let txn_id = Some(txn.id().to_string());
         self.recorder.record(
@@ -338,31 +618,35 @@ impl Workload {
         let keys: Vec<String> = (0..self.accounts_per_participant)
             .map(|a| format!("acct/a{a}"))
             .collect();
-        let calls = self.names.iter().enumerate().map(|(i, name)| {
-            let mut kv = self.kvs[i].clone();
-            let req = txn.request(&pid(name), pbj::ReadRequest { keys: keys.clone() });
+        let calls = Mutex::new(Calls::default());
+        let sends: Vec<Sends> = self.names.iter().map(|_| self.sends(rng)).collect();
+        let reads = self.names.iter().enumerate().map(|(i, name)| {
+            let (txn, calls, keys, sends) = (&txn, &calls, keys.clone(), sends[i]);
             async move {
-                kv.read_ints(req)
-                    .await
-                    .map(|r| (name.clone(), r.into_inner()))
+                self.call(
+                    txn,
+                    i,
+                    pbj::ReadRequest { keys },
+                    sends,
+                    calls,
+                    |mut kv, r| async move { kv.read_ints(r).await },
+                )
+                .await
+                .map(|r| (name.clone(), r))
             }
         });
-        let replies = futures_util::future::join_all(calls).await;
+        let replies = futures_util::future::join_all(reads).await;
         let mut values = serde_json::Map::new();
-        let mut failed = None;
-        for r in replies {
-            match r {
-                Ok((name, reply)) => {
-                    for (k, v) in reply.values {
-                        let account = k.strip_prefix("acct/").unwrap_or(&k).to_owned();
-                        values.insert(format!("{name}/{account}"), json!(v));
-                    }
-                }
-                Err(s) => failed = Some(status_text(&s)),
+        for (name, reply) in replies.into_iter().flatten() {
+            for (k, v) in reply.values {
+                let account = k.strip_prefix("acct/").unwrap_or(&k).to_owned();
+                values.insert(format!("{name}/{account}"), json!(v));
             }
         }
+        let failed = lock(&calls).failed.clone();
         let (kind, error) = match failed {
-            Some(why) => self.abandon(txn, why).await,
+            // A read whose every value is not known cannot be recorded as `ok`: no commit.
+            Some(why) => self.after_failure(txn, why, rng, false).await,
             None => self.finish(txn).await,
         };
         let value = if kind == OpType::Ok {
@@ -370,8 +654,9 @@ impl Workload {
         } else {
             Value::Null
         };
+        let notes = std::mem::take(&mut lock(&calls).notes);
         self.recorder
-            .record(process, kind, "read", value, error, txn_id);
+            .complete(process, kind, "read", value, error, txn_id, notes);
         kind == OpType::Info
     }
 
@@ -393,27 +678,34 @@ impl Workload {
             None,
             txn_id.clone(),
         );
-        let calls = idx.iter().map(|&i| {
-            let mut kv = self.kvs[i].clone();
-            let req = txn.request(
-                &pid(&self.names[i]),
-                pbj::PutRequest {
-                    key: format!("marker/{id}"),
-                    value: id.clone(),
-                },
-            );
-            async move { kv.put(req).await }
+        let calls = Mutex::new(Calls::default());
+        let sends: Vec<Sends> = idx.iter().map(|_| self.sends(rng)).collect();
+        let puts = idx.iter().zip(sends).map(|(&i, sends)| {
+            let (txn, calls, id) = (&txn, &calls, id.clone());
+            async move {
+                self.call(
+                    txn,
+                    i,
+                    pbj::PutRequest {
+                        key: format!("marker/{id}"),
+                        value: id.clone(),
+                    },
+                    sends,
+                    calls,
+                    |mut kv, r| async move { kv.put(r).await },
+                )
+                .await
+            }
         });
-        let failed = futures_util::future::join_all(calls)
-            .await
-            .into_iter()
-            .find_map(|r| r.err());
+        futures_util::future::join_all(puts).await;
+        let failed = lock(&calls).failed.clone();
         let (kind, error) = match failed {
-            Some(s) => self.abandon(txn, status_text(&s)).await,
+            Some(why) => self.after_failure(txn, why, rng, true).await,
             None => self.finish(txn).await,
         };
+        let notes = std::mem::take(&mut lock(&calls).notes);
         self.recorder
-            .record(process, kind, "marker", value, error, txn_id);
+            .complete(process, kind, "marker", value, error, txn_id, notes);
         kind == OpType::Info
     }
 
@@ -447,52 +739,55 @@ impl Workload {
             None,
             txn_id.clone(),
         );
+        let calls = Mutex::new(Calls::default());
+        // What a commit would have done: every append attempted (a committed transaction
+        // applied them all, P10), every read whose result came back.
         let mut done = Vec::new();
-        let mut failed = None;
         for &(append, k, v) in &ops {
             let i = (k % m) as usize;
-            let name = pid(&self.names[i]);
             let key = format!("list/{k}");
-            let mut kv = self.kvs[i].clone();
-            if append {
-                match kv
-                    .append(txn.request(&name, pbj::AppendRequest { key, element: v }))
-                    .await
-                {
-                    Ok(_) => done.push(json!(["append", k, v])),
-                    Err(s) => {
-                        failed = Some(status_text(&s));
-                        break;
-                    }
-                }
+            let sends = self.sends(rng);
+            let result = if append {
+                self.call(
+                    &txn,
+                    i,
+                    pbj::AppendRequest { key, element: v },
+                    sends,
+                    &calls,
+                    |mut kv, r| async move { kv.append(r).await },
+                )
+                .await
+                .map(|_| json!(["append", k, v]))
             } else {
-                match kv
-                    .read_lists(txn.request(
-                        &name,
-                        pbj::ReadRequest {
-                            keys: vec![key.clone()],
-                        },
-                    ))
-                    .await
-                {
-                    Ok(r) => {
-                        let list = r
-                            .into_inner()
-                            .lists
-                            .remove(&key)
-                            .map(|l| l.elements)
-                            .unwrap_or_default();
-                        done.push(json!(["r", k, list]));
-                    }
-                    Err(s) => {
-                        failed = Some(status_text(&s));
-                        break;
-                    }
-                }
+                self.call(
+                    &txn,
+                    i,
+                    pbj::ReadRequest {
+                        keys: vec![key.clone()],
+                    },
+                    sends,
+                    &calls,
+                    |mut kv, r| async move { kv.read_lists(r).await },
+                )
+                .await
+                .map(|mut r| {
+                    let list = r.lists.remove(&key).map(|l| l.elements).unwrap_or_default();
+                    json!(["r", k, list])
+                })
+            };
+            match result {
+                Ok(mop) => done.push(mop),
+                Err(_) if append => done.push(json!(["append", k, v])),
+                Err(_) => {}
+            }
+            // Careful and retrying clients stop at the first failure; reckless ones go on.
+            if self.mode != ClientMode::Reckless && lock(&calls).failed.is_some() {
+                break;
             }
         }
+        let failed = lock(&calls).failed.clone();
         let (kind, error) = match failed {
-            Some(why) => self.abandon(txn, why).await,
+            Some(why) => self.after_failure(txn, why, rng, true).await,
             None => self.finish(txn).await,
         };
         let value = if kind == OpType::Ok {
@@ -500,10 +795,15 @@ impl Workload {
         } else {
             Value::Array(invoke)
         };
+        let notes = std::mem::take(&mut lock(&calls).notes);
         self.recorder
-            .record(process, kind, "txn", value, error, txn_id);
+            .complete(process, kind, "txn", value, error, txn_id, notes);
         kind == OpType::Info
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unix_ms() -> u64 {

@@ -25,10 +25,15 @@
 //! participant has finished, and a decision is recorded whenever one voted YES.
 //!
 //! [`Bug`] plants one broken rule at a time; the tests show the checker finds each.
+//!
+//! [`calls`] models the business-call contract at one participant (P10): a reckless
+//! initiator, call ids, doom, call counts, crashes.
 
 use std::collections::BTreeMap;
 
 use stateright::{Model, Property};
+
+pub mod calls;
 
 /// A planted bug (tests only: the checker must find a counterexample).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

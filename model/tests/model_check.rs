@@ -1,23 +1,11 @@
 //! The exhaustive model check of the commit protocol (docs/verification.md), and proof that it
 //! can fail: each planted bug yields a counterexample.
 
-use std::time::Instant;
-
 use ratify_model::{Bug, RatifyModel};
-use stateright::{Checker, Model};
+use stateright::Checker;
 
-fn check(model: RatifyModel) -> impl Checker<RatifyModel> {
-    let started = Instant::now();
-    let label = format!("{model:?}");
-    let checker = model.checker().spawn_bfs().join();
-    eprintln!(
-        "{label}: {} states explored, {} unique, in {:.1} s",
-        checker.state_count(),
-        checker.unique_state_count(),
-        started.elapsed().as_secs_f64()
-    );
-    checker
-}
+mod support;
+use support::check;
 
 /// Agreement, validity, durability, phase-2 sanity and eventual decision hold in every
 /// reachable state of each CI configuration (3 participants through 2 leader changes; with a

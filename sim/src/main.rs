@@ -11,7 +11,7 @@
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ratify_check::Valid;
-use ratify_jepsen::workload::Kind;
+use ratify_jepsen::workload::{ClientMode, Kind};
 use ratify_proto::planted::Bug;
 use ratify_sim::sweep;
 use ratify_sim::{SimConfig, run};
@@ -28,8 +28,15 @@ struct Variant {
     /// The workload instead of the seed's (bank, atomic-marker, list-append).
     #[arg(long)]
     workload: Option<String>,
+    /// The clients' mode instead of the seed's (careful, reckless, retrying).
+    #[arg(long, value_enum)]
+    client: Option<ClientMode>,
+    /// Commits report no call counts (whatever the seed says).
+    #[arg(long)]
+    no_call_counts: bool,
     /// Switch on a planted bug (needs the `planted-bugs` feature): yes-without-sync,
-    /// abort-after-yes, answer-before-apply, last-wins, non-idempotent-commit.
+    /// abort-after-yes, answer-before-apply, last-wins, non-idempotent-commit,
+    /// errors-do-not-doom, recovery-without-locks, lost-work-read-only, calls-run-twice.
     #[arg(long)]
     planted_bug: Option<String>,
 }
@@ -96,10 +103,18 @@ fn configure(variant: &Variant) -> impl Fn(u64) -> SimConfig + Sync + use<> {
         }
         bug
     });
+    let client = variant.client;
+    let no_call_counts = variant.no_call_counts;
     move |seed| {
         let mut cfg = SimConfig::for_seed(seed);
         if let Some(w) = workload {
             cfg.workload = w;
+        }
+        if let Some(c) = client {
+            cfg.client = c;
+        }
+        if no_call_counts {
+            cfg.call_counts = false;
         }
         cfg.planted_bug = bug;
         cfg

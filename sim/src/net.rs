@@ -76,3 +76,51 @@ pub fn connector() -> Connector {
         Ok(Box::new(stream) as BoxIo)
     })
 }
+
+/// A service that counts the calls it has answered (the simulation crashes a participant right
+/// after one: `Fault::CrashAfterCall`).
+#[derive(Clone)]
+pub struct Counted<S> {
+    inner: S,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    /// `inner`, counting into `answered`.
+    pub fn new(inner: S, answered: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self { inner, answered }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Counted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower_service::Service<http::Request<tonic::body::Body>> for Counted<S>
+where
+    S: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let answered = self.answered.clone();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await;
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            response
+        })
+    }
+}

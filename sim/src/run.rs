@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use ratify_coordinator::raft::store::Db;
 use ratify_jepsen::kv::Kv;
 use ratify_jepsen::recorder::Recorder;
 use ratify_jepsen::rng::Rng;
-use ratify_jepsen::workload::{Kind, Workload};
+use ratify_jepsen::workload::{ClientMode, Kind, Workload};
 use ratify_participant::{
     Client, ClientConfig, Participant, ParticipantConfig, RocksStore, StoreConfig,
 };
@@ -32,6 +32,9 @@ use crate::net;
 const COORDINATOR_PORT: u16 = 7000;
 /// The participants' port.
 const PARTICIPANT_PORT: u16 = 7100;
+/// The participant store's column family of prepared transactions (what an armed crash
+/// watches for).
+const CF_PREPARED: &str = "prepared";
 /// The simulated wall clock starts here (2026-01-01T00:00:00Z), so runs replay exactly.
 const EPOCH_UNIX_MS: u64 = 1_767_225_600_000;
 /// A run that has not finished after this much simulated time fails (liveness).
@@ -53,6 +56,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// The harness's workload (bank, atomic-marker or list-append).
     pub workload: Kind,
+    /// How the clients behave around failed calls (careful, reckless, retrying).
+    pub client: ClientMode,
+    /// Whether the clients' commits report their call counts (P10); off, the participants'
+    /// own checks (P4, P5) are all that stands between a lost call and a partial commit.
+    pub call_counts: bool,
     /// Coordinator nodes.
     pub coordinators: usize,
     /// Participant services.
@@ -69,7 +77,8 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// The sweep's configuration for `seed`: the workload rotates with the seed (bank,
-    /// atomic-marker, list-append).
+    /// atomic-marker, list-append), and with every three seeds the clients (careful,
+    /// reckless, retrying): nine seeds in a row cover every pair.
     pub fn for_seed(seed: u64) -> Self {
         Self {
             seed,
@@ -78,6 +87,12 @@ impl SimConfig {
                 1 => Kind::AtomicMarker,
                 _ => Kind::ListAppend,
             },
+            client: match (seed / 3) % 3 {
+                0 => ClientMode::Careful,
+                1 => ClientMode::Reckless,
+                _ => ClientMode::Retrying,
+            },
+            call_counts: (seed / 9).is_multiple_of(2),
             coordinators: 3,
             participants: 3,
             workers: 4,
@@ -95,6 +110,10 @@ pub struct SimResult {
     pub seed: u64,
     /// The workload's name.
     pub workload: &'static str,
+    /// The clients' mode.
+    pub client: ClientMode,
+    /// Whether commits reported call counts.
+    pub call_counts: bool,
     /// The planted bug switched on, if any.
     pub planted_bug: Option<Bug>,
     /// The verdict over every checker; `False` or `Unknown` also when the run itself failed.
@@ -127,6 +146,8 @@ impl SimResult {
         Self {
             seed: cfg.seed,
             workload: cfg.workload.name(),
+            client: cfg.client,
+            call_counts: cfg.call_counts,
             planted_bug: cfg.planted_bug,
             valid: Valid::Unknown,
             results: Vec::new(),
@@ -153,10 +174,21 @@ impl SimResult {
             .planted_bug
             .map(|b| format!(" planted-bug={}", b.name()))
             .unwrap_or_default();
+        let counts = if self.call_counts {
+            ""
+        } else {
+            " call-counts=off"
+        };
+        let replay_counts = if self.call_counts {
+            ""
+        } else {
+            " --no-call-counts"
+        };
         let mut line = format!(
-            "ratify-sim seed={} workload={}{bug} {verdict} ok={} fail={} info={} faults={} sim={:.1}s wall={:.2}s steps={} fingerprint={:016x}",
+            "ratify-sim seed={} workload={} client={}{counts}{bug} {verdict} ok={} fail={} info={} faults={} sim={:.1}s wall={:.2}s steps={} fingerprint={:016x}",
             self.seed,
             self.workload,
+            self.client.name(),
             self.counts.0,
             self.counts.1,
             self.counts.2,
@@ -184,14 +216,16 @@ impl SimResult {
             line.push_str(&format!("\n  faults: {}", self.faults.join("; ")));
             match self.planted_bug {
                 None => line.push_str(&format!(
-                    "\n  replay: RATIFY_SIM_SEED={seed} cargo test -p ratify-sim --test sim -- replay --nocapture\n      or: cargo run -p ratify-sim -- run --seed {seed} --workload {workload}",
+                    "\n  replay: RATIFY_SIM_SEED={seed} cargo test -p ratify-sim --test sim -- replay --nocapture\n      or: cargo run -p ratify-sim -- run --seed {seed} --workload {workload} --client {client}{replay_counts}",
                     seed = self.seed,
                     workload = self.workload,
+                    client = self.client.name(),
                 )),
                 Some(b) => line.push_str(&format!(
-                    "\n  replay: cargo run -p ratify-sim --features planted-bugs -- run --seed {} --workload {} --planted-bug {}",
+                    "\n  replay: cargo run -p ratify-sim --features planted-bugs -- run --seed {} --workload {} --client {}{replay_counts} --planted-bug {}",
                     self.seed,
                     self.workload,
+                    self.client.name(),
                     b.name()
                 )),
             }
@@ -336,23 +370,35 @@ pub fn run(cfg: &SimConfig) -> SimResult {
         });
     }
     let resolve_after = Duration::from_millis(rng.range(300, 1_500));
+    // Business calls each participant has answered (for crashes right after one).
+    let answered: BTreeMap<String, Arc<AtomicU64>> = participants
+        .iter()
+        .map(|h| (h.clone(), Arc::new(AtomicU64::new(0))))
+        .collect();
+    // One simulated clock for every host: no skew to allow for after a restart (P4), so
+    // transactions begun just after one are accepted (and reuse the keys of transactions the
+    // restart left in doubt) unless the margin drawn here says otherwise.
+    let clock_skew_max = Duration::from_millis(rng.range(0, 20));
     for host in &participants {
         let disk = MemDisk::new();
         disks.insert(host.clone(), disk.clone());
         let id = ParticipantId::new(host.clone()).expect("p1.. are valid participant ids");
         let advertise = endpoint(host, PARTICIPANT_PORT);
         let coordinator_endpoints = coordinator_endpoints.clone();
+        let counter = answered[host].clone();
         sim.host(host.as_str(), move || {
-            let (disk, id, advertise, coordinator_endpoints) = (
+            let (disk, id, advertise, coordinator_endpoints, counter) = (
                 disk.clone(),
                 id.clone(),
                 advertise.clone(),
                 coordinator_endpoints.clone(),
+                counter.clone(),
             );
             async move {
                 let store_config = StoreConfig {
                     staged_timeout: Duration::from_secs(10),
                     scan_rows_max: ratify_jepsen::kv::DUMP_ENTRIES_MAX + 1,
+                    clock_skew_max,
                     ..StoreConfig::default()
                 };
                 let store = RocksStore::open_in_memory(disk, store_config)?;
@@ -363,10 +409,13 @@ pub fn run(cfg: &SimConfig) -> SimResult {
                 let background = participant.spawn_background();
                 tonic::transport::Server::builder()
                     .add_service(participant.service())
-                    .add_service(
-                        JepsenKvServer::new(Kv::new(store, Some(Duration::from_millis(100))))
-                            .max_encoding_message_size(ratify_jepsen::kv::DUMP_BYTES_MAX),
-                    )
+                    .add_service(crate::net::Counted::new(
+                        participant.guard(
+                            JepsenKvServer::new(Kv::new(store, Some(Duration::from_millis(100))))
+                                .max_encoding_message_size(ratify_jepsen::kv::DUMP_BYTES_MAX),
+                        ),
+                        counter,
+                    ))
                     .serve_with_incoming(net::incoming(listener))
                     .await?;
                 background.stop().await;
@@ -381,6 +430,8 @@ pub fn run(cfg: &SimConfig) -> SimResult {
     {
         let (phase, outcome) = (phase.clone(), outcome.clone());
         let kind = cfg.workload;
+        let mode = cfg.client;
+        let call_counts = cfg.call_counts;
         let workers = cfg.workers;
         let workload_ms = cfg.workload_ms;
         let names = participants.clone();
@@ -389,6 +440,8 @@ pub fn run(cfg: &SimConfig) -> SimResult {
         sim.client("client", async move {
             let r = client(
                 kind,
+                mode,
+                call_counts,
                 workers,
                 workload_ms,
                 names,
@@ -422,11 +475,15 @@ pub fn run(cfg: &SimConfig) -> SimResult {
             .chain(["client".to_owned()])
             .collect(),
         disks,
+        answered,
+        coordinators: coordinators.clone(),
         max_latency: Duration::from_millis(max_latency),
         links: BTreeMap::new(),
         started_at: None,
         next: 0,
         active: Vec::new(),
+        delayed: Vec::new(),
+        baseline: BTreeMap::new(),
         log: Vec::new(),
     };
     let mut steps = 0u64;
@@ -468,6 +525,8 @@ pub fn run(cfg: &SimConfig) -> SimResult {
     SimResult {
         seed: cfg.seed,
         workload: cfg.workload.name(),
+        client: cfg.client,
+        call_counts: cfg.call_counts,
         planted_bug: cfg.planted_bug,
         valid,
         results,
@@ -490,12 +549,19 @@ const PHASE_FINAL: u8 = 2;
 struct FaultDriver {
     all_hosts: Vec<String>,
     disks: BTreeMap<String, Arc<MemDisk>>,
+    /// Business calls each participant answered.
+    answered: BTreeMap<String, Arc<AtomicU64>>,
+    coordinators: Vec<String>,
     max_latency: Duration,
     /// The links as last set (only faulty ones).
     links: BTreeMap<(usize, usize), LinkState>,
     started_at: Option<Duration>,
     next: usize,
     active: Vec<Scheduled>,
+    /// Faults an armed crash set up to begin later (the cut after a restart).
+    delayed: Vec<Scheduled>,
+    /// Calls a participant had answered when a crash-after-call was armed on it.
+    baseline: BTreeMap<String, u64>,
     log: Vec<String>,
 }
 
@@ -509,6 +575,7 @@ impl FaultDriver {
                 // The workload is over: heal everything, restart what is down.
                 if !self.active.is_empty() || self.next < schedule.len() {
                     self.next = schedule.len();
+                    self.delayed.clear();
                     let ended: Vec<Scheduled> = std::mem::take(&mut self.active);
                     for s in &ended {
                         self.end(sim, s);
@@ -529,6 +596,21 @@ impl FaultDriver {
             self.end(sim, s);
             changed = true;
         }
+        let (due, later): (Vec<Scheduled>, Vec<Scheduled>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|s| s.at_ms <= t);
+        self.delayed = later;
+        for s in due {
+            self.log.push(format!(
+                "{:.3}s {} for {}ms",
+                now.as_secs_f64(),
+                s.fault,
+                s.for_ms
+            ));
+            self.active.push(s);
+            changed = true;
+        }
+        changed |= self.trigger_armed(sim, now, t);
         while self.next < schedule.len() && schedule[self.next].at_ms <= t {
             let s = schedule[self.next].clone();
             self.next += 1;
@@ -538,11 +620,13 @@ impl FaultDriver {
                 s.fault,
                 s.for_ms
             ));
-            if let Fault::Crash(h) = &s.fault {
-                sim.crash(h.as_str());
-                if let Some(d) = self.disks.get(h) {
-                    d.crash();
+            match &s.fault {
+                Fault::Crash(h) => self.crash(sim, h),
+                Fault::CrashAfterCall { host, .. } => {
+                    let seen = self.answered[host].load(Ordering::SeqCst);
+                    self.baseline.insert(host.clone(), seen);
                 }
+                _ => {}
             }
             self.active.push(s);
             changed = true;
@@ -550,6 +634,64 @@ impl FaultDriver {
         if changed {
             self.rebuild_network(sim);
         }
+    }
+
+    fn crash(&self, sim: &mut turmoil::Sim<'_>, host: &str) {
+        sim.crash(host);
+        if let Some(d) = self.disks.get(host) {
+            d.crash();
+        }
+    }
+
+    /// Fire the armed crashes whose moment came: a participant that holds a durable prepared
+    /// transaction, or has answered a call since the crash was armed. Each becomes a crash
+    /// for its restart delay (and, for a prepared one, a cut from the coordinators after the
+    /// restart). Returns whether anything fired.
+    fn trigger_armed(&mut self, sim: &mut turmoil::Sim<'_>, now: Duration, t: u64) -> bool {
+        let firing: Vec<usize> = (0..self.active.len())
+            .filter(|&i| match &self.active[i].fault {
+                Fault::CrashPrepared { host, .. } => self
+                    .disks
+                    .get(host)
+                    .is_some_and(|d| d.durable_len(CF_PREPARED, 1) > 0),
+                Fault::CrashAfterCall { host, .. } => {
+                    self.answered[host].load(Ordering::SeqCst)
+                        > self.baseline.get(host).copied().unwrap_or(0)
+                }
+                _ => false,
+            })
+            .collect();
+        for &i in firing.iter().rev() {
+            let armed = self.active.remove(i);
+            let (host, restart_ms, cut_ms) = match &armed.fault {
+                Fault::CrashPrepared {
+                    host,
+                    restart_ms,
+                    cut_ms,
+                } => (host.clone(), *restart_ms, Some(*cut_ms)),
+                Fault::CrashAfterCall { host, restart_ms } => (host.clone(), *restart_ms, None),
+                _ => unreachable!("filtered above"),
+            };
+            self.crash(sim, &host);
+            self.log.push(format!(
+                "{:.3}s {} fired: down {restart_ms}ms",
+                now.as_secs_f64(),
+                armed.fault
+            ));
+            self.active.push(Scheduled {
+                at_ms: t,
+                for_ms: restart_ms,
+                fault: Fault::Crash(host.clone()),
+            });
+            if let Some(cut_ms) = cut_ms {
+                self.delayed.push(Scheduled {
+                    at_ms: t + restart_ms,
+                    for_ms: cut_ms,
+                    fault: Fault::Split(vec![host], self.coordinators.clone()),
+                });
+            }
+        }
+        !firing.is_empty()
     }
 
     fn end(&mut self, sim: &mut turmoil::Sim<'_>, s: &Scheduled) {
@@ -591,7 +733,7 @@ impl FaultDriver {
                         }
                     }
                 }
-                Fault::Crash(_) => {}
+                Fault::Crash(_) | Fault::CrashPrepared { .. } | Fault::CrashAfterCall { .. } => {}
                 Fault::Hold(a, b) | Fault::Lossy(a, b) | Fault::Slow(a, b, _) => {
                     if let (Some(i), Some(j)) = (index(a), index(b)) {
                         let l = links.entry((i.min(j), i.max(j))).or_default();
@@ -668,8 +810,11 @@ struct LinkState {
 const LOSSY_FAIL_RATE: f64 = 0.05;
 
 /// The client host: set-up, workload, final phase, checks.
+#[allow(clippy::too_many_arguments)]
 async fn client(
     kind: Kind,
+    mode: ClientMode,
+    call_counts: bool,
     workers: usize,
     workload_ms: u64,
     names: Vec<String>,
@@ -691,13 +836,12 @@ async fn client(
         .iter()
         .map(|n| ratify_jepsen::kv::client(&endpoint(n, PARTICIPANT_PORT)))
         .collect();
-    let workload = Arc::new(Workload::new(
-        kind,
-        client,
-        kvs.clone(),
-        names.clone(),
-        recorder.clone(),
-    ));
+    let mut workload =
+        Workload::new(kind, client, kvs.clone(), names.clone(), recorder.clone()).with_mode(mode);
+    if !call_counts {
+        workload = workload.without_call_counts();
+    }
+    let workload = Arc::new(workload);
     workload.setup().await?;
     phase.store(PHASE_WORKLOAD, Ordering::SeqCst);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,14 +1,17 @@
 //! The deterministic simulation's guarantees, checked on the real coordinator and participant
 //! code (see docs/verification.md):
-//! - `sweep`: across a block of fault schedules (partitions, crashes with power loss, lossy,
-//!   held and slow links), the bank, atomic-marker and list-append histories are valid by the harness's
-//!   checkers, and nothing is left in doubt after healing. (CI's 500-seed sweep is its own
+//! - `sweep`: across a block of fault schedules (partitions, crashes with power loss — some
+//!   armed to fire right after a call or while a transaction is prepared — lossy, held and
+//!   slow links), the bank, atomic-marker and list-append histories of careful, reckless and
+//!   retrying clients are valid by the harness's checkers, and nothing is left in doubt after
+//!   healing. (CI's 500-seed sweep is its own
 //!   step, `ratify-sim sweep --seeds 500`.)
 //! - `replay`: `RATIFY_SIM_SEED=<seed>` runs that seed (as a sweep would print it).
 //! - `a_seed_replays_exactly_in_a_fresh_process`: the same seed in two processes gives the same
 //!   history and final state, which is what makes a printed seed a reproduction.
-//! - `planted_bug_is_found` (feature `planted-bugs`): the simulation finds a planted protocol
-//!   bug within CI's seed budget, and the seed that found it finds it again in a new process.
+//! - `*_is_found` (feature `planted-bugs`): the simulation finds each of its planted protocol
+//!   bugs (`abort-after-yes`, `recovery-without-locks`, `lost-work-read-only`) within CI's
+//!   seed budget, and the seed that found it finds it again in a new process.
 //!
 //! `RATIFY_SIM_SEEDS=N RATIFY_SIM_FROM=S` sizes the `sweep` test.
 
@@ -23,6 +26,7 @@ const TEST_SEEDS: u64 = 32;
 /// The first seed of the `sweep` test.
 const TEST_FROM: u64 = 100_000;
 /// The planted bug must be found within CI's seed budget.
+#[cfg(feature = "planted-bugs")]
 const CI_SEEDS: u64 = 500;
 
 #[test]
@@ -101,19 +105,24 @@ fn a_seed_replays_exactly_in_a_fresh_process() {
     }
 }
 
+/// One planted bug: the simulation finds it within CI's seed budget (`workload`: the seeds'
+/// own rotation when `None`), and the seed that found it finds it again in a new process.
 #[cfg(feature = "planted-bugs")]
-#[test]
-fn planted_bug_is_found() {
-    use ratify_proto::planted::Bug;
-    let bug = Bug::AbortAfterYes;
+fn planted_bug_is_found(
+    bug: ratify_proto::planted::Bug,
+    workload: Option<ratify_jepsen::workload::Kind>,
+) {
     let summary = sweep::sweep(
         0,
         CI_SEEDS,
         sweep::default_jobs(),
-        |seed| SimConfig {
-            planted_bug: Some(bug),
-            workload: ratify_jepsen::workload::Kind::AtomicMarker,
-            ..SimConfig::for_seed(seed)
+        |seed| {
+            let cfg = SimConfig::for_seed(seed);
+            SimConfig {
+                planted_bug: Some(bug),
+                workload: workload.unwrap_or(cfg.workload),
+                ..cfg
+            }
         },
         false,
         true,
@@ -131,14 +140,53 @@ fn planted_bug_is_found() {
         summary.runs
     );
     // The printed seed is a reproduction: a new process finds the same violation.
-    let (out, ok) = run_in_new_process(
-        found.seed,
-        &["--workload", "atomic-marker", "--planted-bug", bug.name()],
-    );
+    let cfg = SimConfig::for_seed(found.seed);
+    let mut args = vec![
+        "--workload".to_owned(),
+        found.workload.to_owned(),
+        "--client".to_owned(),
+        found.client.name().to_owned(),
+        "--planted-bug".to_owned(),
+        bug.name().to_owned(),
+    ];
+    if !cfg.call_counts {
+        args.push("--no-call-counts".to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (out, ok) = run_in_new_process(found.seed, &args);
     print!("{out}");
     assert!(
         !ok && out.contains("INVALID"),
         "seed {} did not reproduce",
         found.seed
     );
+}
+
+/// P1: a participant that aborts on its own after voting YES.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn abort_after_yes_is_found() {
+    planted_bug_is_found(
+        ratify_proto::planted::Bug::AbortAfterYes,
+        Some(ratify_jepsen::workload::Kind::AtomicMarker),
+    );
+}
+
+/// P3/P9: recovery that does not re-lock a prepared transaction's keys (found by the harness's
+/// CI schedule and the store's tests before; the simulation now crashes participants holding
+/// prepared transactions and keeps them from the coordinators after the restart, while clients
+/// reuse the keys).
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn recovery_without_locks_is_found() {
+    planted_bug_is_found(ratify_proto::planted::Bug::RecoveryWithoutLocks, None);
+}
+
+/// P4/P5: a Prepare for work lost at a restart answered READ_ONLY (the simulation now crashes
+/// participants right after they answer a call and restarts them before the Prepare arrives;
+/// found on seeds whose clients report no call counts, which would otherwise catch it first).
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn lost_work_read_only_is_found() {
+    planted_bug_is_found(ratify_proto::planted::Bug::LostWorkReadOnly, None);
 }

@@ -834,6 +834,7 @@ mod tests {
             value: Value::Null,
             error: None,
             txn_id: None,
+            call_notes: Vec::new(),
         });
         let fs = final_state(&[("a", 10), ("b", 10)], &[("c", 10)], &[]);
         let result = check(&h.ops, &fs, &model());

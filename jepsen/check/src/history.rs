@@ -63,6 +63,12 @@ pub struct Op {
     /// Ratify's transaction id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txn_id: Option<String>,
+    /// On a completion: what the client saw of its business calls that a commit must not
+    /// survive (docs/protocol.md P10) — a participant that answered a call with
+    /// `ratify-doomed` (`"doomed: p1 call 2 ..."`), or a retried call answered differently from
+    /// its first attempt (`"retry-differs: ..."`). The `calls` checker reads them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub call_notes: Vec<String>,
 }
 
 /// Start or end of a fault.
@@ -450,6 +456,7 @@ pub(crate) mod tests_support {
                 value,
                 error: None,
                 txn_id: txn_id.map(str::to_string),
+                call_notes: Vec::new(),
             });
             index
         }

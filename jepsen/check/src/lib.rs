@@ -3,12 +3,13 @@
 //!
 //! - [`history`]: operations in Jepsen/Elle's JSON-lines shape, the nemesis timeline, the
 //!   final state read after healing, and the coordinator's decisions.
-//! - [`bank`], [`atomic`], [`indoubt`], [`elle`]: the checkers.
+//! - [`bank`], [`atomic`], [`indoubt`], [`elle`], [`calls`]: the checkers.
 
 #![deny(missing_docs)]
 
 pub mod atomic;
 pub mod bank;
+pub mod calls;
 pub mod elle;
 pub mod history;
 pub mod indoubt;

@@ -225,6 +225,7 @@ pub(crate) mod tests {
             value: serde_json::Value::Null,
             error: None,
             txn_id: None,
+            call_notes: Vec::new(),
         }
     }
 

@@ -96,9 +96,12 @@ async fn main() -> Result<()> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(participant.service())
+        // Behind the call guard (docs/protocol.md P10): failed calls doom, retries run once.
         .add_service(
-            JepsenKvServer::new(Kv::new(store, lock_wait))
-                .max_encoding_message_size(ratify_jepsen::kv::DUMP_BYTES_MAX),
+            participant.guard(
+                JepsenKvServer::new(Kv::new(store, lock_wait))
+                    .max_encoding_message_size(ratify_jepsen::kv::DUMP_BYTES_MAX),
+            ),
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

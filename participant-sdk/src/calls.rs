@@ -64,6 +64,14 @@ pub struct CallLimits {
     pub txns_max: usize,
     /// Calls of one transaction at this participant, at most.
     pub calls_per_txn_max: usize,
+    /// Calls recorded at once over all transactions, at most.
+    pub calls_max: usize,
+    /// Calls running at once over all transactions, at most.
+    pub running_max: usize,
+    /// Bytes of requests and responses the guard holds while calls run, at most, over all
+    /// calls (it reads each call's request and response whole); a call that does not fit
+    /// fails (and dooms its transaction).
+    pub buffer_bytes_max: usize,
     /// The largest response kept for answering a retry; a larger one is answered once, and a
     /// retry of that call is refused (the transaction cannot then commit).
     pub response_bytes_max: usize,
@@ -82,6 +90,9 @@ impl Default for CallLimits {
         Self {
             txns_max: 100_000,
             calls_per_txn_max: 10_000,
+            calls_max: 1_000_000,
+            running_max: 1_024,
+            buffer_bytes_max: 256 << 20,
             response_bytes_max: 4 << 20,
             kept_bytes_per_txn_max: 16 << 20,
             kept_bytes_max: 256 << 20,
@@ -93,7 +104,12 @@ impl Default for CallLimits {
 impl CallLimits {
     /// Check the settings.
     pub fn validate(&self) -> Result<(), String> {
-        if self.txns_max == 0 || self.calls_per_txn_max == 0 {
+        if self.txns_max == 0
+            || self.calls_per_txn_max == 0
+            || self.calls_max == 0
+            || self.running_max == 0
+            || self.buffer_bytes_max == 0
+        {
             return Err("call limits must be positive".into());
         }
         if self.idle_ttl.is_zero() {
@@ -269,6 +285,10 @@ pub struct Calls<R> {
 struct Inner<R> {
     txns: BTreeMap<TxnId, TxnCalls<R>>,
     kept_bytes: usize,
+    /// Calls recorded, over all transactions.
+    calls_total: usize,
+    /// Calls running, over all transactions.
+    running_total: usize,
     next_epoch: u64,
 }
 
@@ -290,6 +310,8 @@ impl<R: Clone> Calls<R> {
             inner: Mutex::new(Inner {
                 txns: BTreeMap::new(),
                 kept_bytes: 0,
+                calls_total: 0,
+                running_total: 0,
                 next_epoch: 0,
             }),
         }
@@ -320,14 +342,9 @@ impl<R: Clone> Calls<R> {
                 kind: Refusal::Exhausted,
             };
         }
+        let (calls_total, running_total) = (inner.calls_total, inner.running_total);
         let txn = inner.record(txn_id, now);
         txn.last_active = now;
-        if txn.closed {
-            return Admission::Refuse {
-                why: "its commit has begun here: it takes no more calls".into(),
-                kind: Refusal::Closed,
-            };
-        }
         let key = match call_id {
             Some(id) => Key::Id(id.clone()),
             None => {
@@ -335,6 +352,7 @@ impl<R: Clone> Calls<R> {
                 Key::Anonymous(txn.next_anonymous)
             }
         };
+        // A repeat is answered as its first attempt was, even once the commit has begun.
         match txn.calls.get(&key) {
             Some(Call::Running {
                 fingerprint: f,
@@ -363,6 +381,12 @@ impl<R: Clone> Calls<R> {
             }
             None => {}
         }
+        if txn.closed {
+            return Admission::Refuse {
+                why: "its commit has begun here: it takes no more calls".into(),
+                kind: Refusal::Closed,
+            };
+        }
         if let Some(first) = &txn.failed {
             return Admission::Refuse {
                 why: format!("an earlier call of this transaction failed here: {first}"),
@@ -378,6 +402,18 @@ impl<R: Clone> Calls<R> {
                 kind: Refusal::Exhausted,
             };
         }
+        if running_total >= self.limits.running_max {
+            return Admission::Refuse {
+                why: format!("{running_total} calls are running here, the limit (running_max)"),
+                kind: Refusal::Exhausted,
+            };
+        }
+        if calls_total >= self.limits.calls_max {
+            return Admission::Refuse {
+                why: format!("this participant keeps {calls_total} calls, its limit (calls_max)"),
+                kind: Refusal::Exhausted,
+            };
+        }
         let (done, _) = watch::channel(None);
         txn.calls.insert(
             key.clone(),
@@ -388,11 +424,10 @@ impl<R: Clone> Calls<R> {
             },
         );
         txn.running += 1;
-        Admission::Run(Ticket {
-            txn_id,
-            epoch: txn.epoch,
-            key,
-        })
+        let epoch = txn.epoch;
+        inner.calls_total += 1;
+        inner.running_total += 1;
+        Admission::Run(Ticket { txn_id, epoch, key })
     }
 
     /// The call of `ticket` ended. `failure`: it failed (the transaction is doomed here; the
@@ -407,7 +442,10 @@ impl<R: Clone> Calls<R> {
     ) {
         let mut inner = self.inner();
         let Inner {
-            txns, kept_bytes, ..
+            txns,
+            kept_bytes,
+            running_total,
+            ..
         } = &mut *inner;
         let Some(txn) = txns
             .get_mut(&ticket.txn_id)
@@ -451,6 +489,7 @@ impl<R: Clone> Calls<R> {
             },
         );
         txn.running = txn.running.saturating_sub(1);
+        *running_total = running_total.saturating_sub(1);
         let _ = done.send(Some(finished));
         match failure {
             Some(why) => {
@@ -488,6 +527,9 @@ impl<R: Clone> Calls<R> {
         let mut inner = self.inner();
         if let Some(txn) = inner.txns.remove(&txn_id) {
             inner.kept_bytes = inner.kept_bytes.saturating_sub(txn.kept_bytes);
+            inner.calls_total = inner.calls_total.saturating_sub(txn.calls.len());
+            // Its running calls end unrecorded (`complete` finds the record gone).
+            inner.running_total = inner.running_total.saturating_sub(txn.running);
         }
     }
 
@@ -497,15 +539,17 @@ impl<R: Clone> Calls<R> {
         let ttl = self.limits.idle_ttl;
         let mut inner = self.inner();
         let before = inner.txns.len();
-        let mut freed = 0;
+        let (mut freed, mut calls) = (0, 0);
         inner.txns.retain(|_, t| {
             let keep = t.running > 0 || now.saturating_duration_since(t.last_active) <= ttl;
             if !keep {
                 freed += t.kept_bytes;
+                calls += t.calls.len();
             }
             keep
         });
         inner.kept_bytes = inner.kept_bytes.saturating_sub(freed);
+        inner.calls_total = inner.calls_total.saturating_sub(calls);
         before - inner.txns.len()
     }
 

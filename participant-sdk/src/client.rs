@@ -278,6 +278,20 @@ struct CallLog {
     next_call: u64,
     failures: Vec<CallFailure>,
     running: usize,
+    /// A participant was enlisted by hand: its calls are not all counted here (a service
+    /// calling it inside the transaction, say), so the commit reports no counts.
+    uncounted: bool,
+}
+
+/// One call of [`Transaction::call`] running: counted until it ends, however it ends (its
+/// future may be dropped).
+struct Running<'a>(&'a Transaction);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut log = self.0.log();
+        log.running = log.running.saturating_sub(1);
+    }
 }
 
 /// Failures kept per transaction (the first ones; later ones are counted only).
@@ -323,12 +337,14 @@ impl Transaction {
         self.ctx
     }
 
-    /// Record `participant` as taking part (done for you by [`Transaction::request`]).
+    /// Record `participant` as taking part when this initiator does not make its calls
+    /// itself (a service calls it inside the transaction): the commit then reports no call
+    /// counts, since they would not be all of its calls (P10). [`Transaction::request`] and
+    /// [`Transaction::call`] enlist and count for you.
     pub fn enlist(&self, participant: &ParticipantId) {
-        self.log()
-            .participants
-            .entry(participant.clone())
-            .or_insert(0);
+        let mut log = self.log();
+        log.participants.entry(participant.clone()).or_insert(0);
+        log.uncounted = true;
     }
 
     /// The participants enlisted so far.
@@ -337,7 +353,8 @@ impl Transaction {
     }
 
     /// The calls made to each enlisted participant so far, in the order of
-    /// [`Transaction::participants`] (what Commit reports, P10).
+    /// [`Transaction::participants`] (what Commit reports, P10, unless a participant was
+    /// enlisted by hand).
     pub fn call_counts(&self) -> Vec<u32> {
         self.log().participants.values().copied().collect()
     }
@@ -399,6 +416,7 @@ impl Transaction {
             log.running += 1;
             log.next_call.to_string()
         };
+        let running = Running(self);
         let config = &self.client.inner.config;
         let mut backoff = config.call_backoff;
         let mut attempt = 1;
@@ -426,7 +444,7 @@ impl Transaction {
         {
             self.note_failure(participant, &call_id, status);
         }
-        self.log().running -= 1;
+        drop(running);
         result
     }
 
@@ -474,7 +492,11 @@ impl Transaction {
         CommitRequest {
             txn_id: self.ctx.txn_id,
             participants: log.participants.keys().cloned().collect(),
-            call_counts: log.participants.values().copied().collect(),
+            call_counts: if log.uncounted {
+                Vec::new()
+            } else {
+                log.participants.values().copied().collect()
+            },
             deadline_unix_ms: Some(self.ctx.deadline_unix_ms.unwrap_or_else(unix_ms)),
         }
     }

@@ -20,21 +20,31 @@
 //!   participant vote NO ([`crate::calls::Closed::refusal`]).
 //!
 //! Calls without a transaction context pass through untouched.
+//!
+//! Limits: a call's request is read whole when it has a call id (at most
+//! [`REQUEST_BYTES_MAX`]) and its response always (at most [`RESPONSE_BYTES_MAX`]); all of it
+//! together within `CallLimits::buffer_bytes_max`, with at most `CallLimits::running_max`
+//! calls running. So transactional calls are unary, or streams that end: a bidirectional
+//! stream whose client waits for answers before it ends would wait forever. A call that does
+//! not fit fails and dooms its transaction.
 
 use std::collections::hash_map::DefaultHasher;
 use std::convert::Infallible;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use ratify_proto::error::{ErrorCode, ErrorDetail};
-use ratify_proto::metadata::{CALL_ID, DOOMED, HARMLESS};
+use ratify_proto::metadata::{CALL_ID, DOOMED, HARMLESS, TXN_ID};
+use ratify_proto::types::TxnId;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -45,11 +55,42 @@ use crate::context::TxnContext;
 use crate::resource::Resource;
 
 /// The largest request of a call with a call id (the guard reads it whole to tell a retry
-/// from a different request).
-pub const REQUEST_BYTES_MAX: usize = 16 << 20;
+/// from a different request): gRPC's default largest message.
+pub const REQUEST_BYTES_MAX: usize = 4 << 20;
 /// The largest response the guard carries for a transactional call (it reads the response
 /// whole, to learn its status and keep it for retries; a call answering more fails and dooms).
-pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// All calls' buffers together are bounded by `CallLimits::buffer_bytes_max`.
+pub const RESPONSE_BYTES_MAX: usize = 16 << 20;
+
+/// Room taken in the guard's buffer budget (`CallLimits::buffer_bytes_max`), given back when
+/// dropped.
+struct Held {
+    budget: Arc<tokio::sync::Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Held {
+    fn new(budget: &Arc<tokio::sync::Semaphore>) -> Self {
+        Self {
+            budget: budget.clone(),
+            permit: None,
+        }
+    }
+
+    /// Take `bytes` more, or say why not.
+    fn take(&mut self, bytes: usize) -> Result<(), String> {
+        let n = u32::try_from(bytes).map_err(|_| format!("is {bytes} bytes, too large"))?;
+        let more = self.budget.clone().try_acquire_many_owned(n).map_err(|_| {
+            "could not be held: the participant's call buffers are full (buffer_bytes_max)"
+                .to_owned()
+        })?;
+        match &mut self.permit {
+            Some(p) => p.merge(more),
+            None => self.permit = Some(more),
+        }
+        Ok(())
+    }
+}
 
 /// Declare a handler's error harmless for the transaction (docs/protocol.md P10): the call
 /// failed, but on purpose and without leaving anything half done, so the transaction need not
@@ -63,15 +104,35 @@ pub const RESPONSE_BYTES_MAX: usize = 64 << 20;
 /// assert!(status.metadata().contains_key("ratify-harmless"));
 /// ```
 pub fn harmless(mut status: Status) -> Status {
-    status
-        .metadata_mut()
-        .insert(HARMLESS, tonic::metadata::MetadataValue::from_static("1"));
+    if let Ok(token) = tonic::metadata::MetadataValue::try_from(harmless_token()) {
+        status.metadata_mut().insert(HARMLESS, token);
+    }
     status
 }
 
-/// Whether a response's error (in `map`, its headers or trailers) was declared harmless.
-fn is_harmless(map: &HeaderMap) -> bool {
-    map.contains_key(HARMLESS)
+/// What [`harmless`] marks an error with: private to this process, so an error a handler
+/// merely passes on — another service's answer, harmless *there* — is not taken for its own
+/// declaration. The guard turns it into `1` on the way out.
+fn harmless_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        // Random per process (std's hasher keys), and no simulation hook is consumed.
+        let h = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        format!("h{h:016x}")
+    })
+}
+
+/// Whether a response's error (in `map`, its headers or trailers) was declared harmless by
+/// this process's handler; the mark is then made public (`1`), and any other dropped.
+fn take_harmless(map: &mut HeaderMap) -> bool {
+    let ours = map
+        .get(HARMLESS)
+        .is_some_and(|v| v.as_bytes() == harmless_token().as_bytes());
+    map.remove(HARMLESS);
+    if ours {
+        map.insert(HARMLESS, HeaderValue::from_static("1"));
+    }
+    ours
 }
 
 /// A response kept to answer a retried call exactly as the first attempt was answered.
@@ -143,6 +204,7 @@ pub struct Guarded<S, R> {
     inner: S,
     resource: Arc<R>,
     calls: Arc<Calls<Arc<Kept>>>,
+    buffers: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S: Clone, R> Clone for Guarded<S, R> {
@@ -151,6 +213,7 @@ impl<S: Clone, R> Clone for Guarded<S, R> {
             inner: self.inner.clone(),
             resource: self.resource.clone(),
             calls: self.calls.clone(),
+            buffers: self.buffers.clone(),
         }
     }
 }
@@ -160,11 +223,17 @@ impl<S: NamedService, R> NamedService for Guarded<S, R> {
 }
 
 impl<S, R> Guarded<S, R> {
-    pub(crate) fn new(inner: S, resource: Arc<R>, calls: Arc<Calls<Arc<Kept>>>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        resource: Arc<R>,
+        calls: Arc<Calls<Arc<Kept>>>,
+        buffers: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         Self {
             inner,
             resource,
             calls,
+            buffers,
         }
     }
 }
@@ -220,13 +289,17 @@ where
 
 /// A gRPC error as an HTTP response, with `ratify-doomed` when the transaction was doomed.
 fn refusal(code: ErrorCode, why: String, doomed: bool) -> http::Response<Body> {
+    refusal_status(code, why, doomed).into_http()
+}
+
+fn refusal_status(code: ErrorCode, why: String, doomed: bool) -> Status {
     let mut status = ErrorDetail::new(code, why).into_status();
     if doomed {
         status
             .metadata_mut()
             .insert(DOOMED, tonic::metadata::MetadataValue::from_static("1"));
     }
-    status.into_http()
+    status
 }
 
 impl<S, R> Guarded<S, R>
@@ -236,14 +309,30 @@ where
 {
     async fn handle(self, request: http::Request<Body>) -> http::Response<Body> {
         let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+        let path = request.uri().path().to_owned();
         let ctx = match TxnContext::from_metadata(&metadata) {
             Ok(Some(ctx)) => ctx,
             Ok(None) => return self.pass(request).await,
-            // The transaction is not known for sure, so nothing can be doomed: refuse (W8).
-            Err(e) => return e.to_status().into_http(),
+            Err(e) => {
+                // Refused (W8). If the transaction id itself is well-formed, the initiator
+                // made a call of it that did not run: doom it.
+                let txn_id = metadata
+                    .get(TXN_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.parse::<TxnId>().ok());
+                let Some(txn_id) = txn_id else {
+                    return e.to_status().into_http();
+                };
+                self.doom(txn_id, format!("a call ({path}) was refused: {e}"))
+                    .await;
+                let mut status = e.to_status();
+                status
+                    .metadata_mut()
+                    .insert(DOOMED, tonic::metadata::MetadataValue::from_static("1"));
+                return status.into_http();
+            }
         };
         let txn_id = ctx.txn_id;
-        let path = request.uri().path().to_owned();
         let call_id = match metadata.get(CALL_ID).map(|v| {
             v.to_str()
                 .map_err(|_| format!("{CALL_ID} is not ASCII"))
@@ -264,12 +353,13 @@ where
         };
         // A call with an id is read whole: a retry must ask exactly what the first attempt
         // asked. A call without one cannot be retried safely, so it is never compared.
+        let mut held = Held::new(&self.buffers);
         let (request, fingerprint) = match &call_id {
             None => (request, 0),
             Some(_) => {
                 let (parts, body) = request.into_parts();
-                let bytes = match read_to_bytes(body, REQUEST_BYTES_MAX).await {
-                    Ok(b) => b,
+                let bytes = match read_whole(body, REQUEST_BYTES_MAX, &mut held).await {
+                    Ok((b, _)) => b,
                     Err(why) => {
                         let why = format!("{what}: the request {why}");
                         self.doom(txn_id, format!("{why}; it did not run")).await;
@@ -366,14 +456,25 @@ where
         request: http::Request<Body>,
     ) -> http::Response<Body> {
         let txn_id = ticket.txn_id();
-        let response = self.clone().pass(request).await;
+        let response = match AssertUnwindSafe(self.clone().pass(request))
+            .catch_unwind()
+            .await
+        {
+            Ok(response) => response,
+            // A handler that panics failed its call (and the record must not stay running).
+            Err(_) => refusal(
+                ErrorCode::Storage,
+                format!("{what}: its handler panicked"),
+                false,
+            ),
+        };
         let (parts, body) = response.into_parts();
-        let collected = read_whole(body, RESPONSE_BYTES_MAX).await;
+        let mut held = Held::new(&self.buffers);
+        let collected = read_whole(body, RESPONSE_BYTES_MAX, &mut held).await;
         let (kept, failure) = match collected {
             Err(why) => {
                 let why = format!("{what} failed: its response {why}");
-                let kept =
-                    Kept::from_response(refusal(ErrorCode::Storage, why.clone(), true)).await;
+                let kept = Kept::from_status(refusal_status(ErrorCode::Storage, why.clone(), true));
                 (kept, Some(why))
             }
             Ok((body, trailers)) => {
@@ -384,11 +485,8 @@ where
                     trailers,
                 };
                 let (status, in_trailers) = kept.grpc_status();
-                let map = if in_trailers {
-                    kept.trailers.as_ref().unwrap_or(&kept.headers)
-                } else {
-                    &kept.headers
-                };
+                let harmless = take_harmless(&mut kept.headers)
+                    | kept.trailers.as_mut().is_some_and(take_harmless);
                 let failure = match status {
                     // Planted bug (f): a failed call is taken for a completed one.
                     _ if ratify_proto::planted::active(
@@ -402,7 +500,7 @@ where
                     }
                     None => Some(format!("{what} failed: no gRPC status in its response")),
                     Some(s) if s.code() == Code::Ok => None,
-                    Some(_) if is_harmless(map) => None,
+                    Some(_) if harmless => None,
                     Some(s) => Some(format!("{what} failed: {:?}: {}", s.code(), s.message())),
                 };
                 if failure.is_some() {
@@ -437,27 +535,25 @@ where
 }
 
 impl Kept {
-    async fn from_response(response: http::Response<Body>) -> Self {
-        let (parts, body) = response.into_parts();
-        let (body, trailers) = read_whole(body, RESPONSE_BYTES_MAX)
-            .await
-            .unwrap_or_default();
+    /// One of the guard's own answers (small, in memory already).
+    fn from_status(status: Status) -> Self {
+        let (parts, _) = status.into_http::<Body>().into_parts();
         Self {
             status: parts.status,
             headers: parts.headers,
-            body,
-            trailers,
+            body: Bytes::new(),
+            trailers: None,
         }
     }
 }
 
-/// A request body, whole, up to `max` bytes.
-async fn read_to_bytes(body: Body, max: usize) -> Result<Bytes, String> {
-    read_whole(body, max).await.map(|(b, _)| b)
-}
-
-/// A body's data and trailers, whole, up to `max` bytes of data.
-async fn read_whole(mut body: Body, max: usize) -> Result<(Bytes, Option<HeaderMap>), String> {
+/// A body's data and trailers, whole, up to `max` bytes of data, held in the guard's buffer
+/// budget.
+async fn read_whole(
+    mut body: Body,
+    max: usize,
+    held: &mut Held,
+) -> Result<(Bytes, Option<HeaderMap>), String> {
     let mut data = BytesMut::new();
     let mut trailers: Option<HeaderMap> = None;
     if let Some(n) = body.size_hint().upper()
@@ -472,6 +568,7 @@ async fn read_whole(mut body: Body, max: usize) -> Result<(Bytes, Option<HeaderM
                 if data.len() + chunk.len() > max {
                     return Err(format!("is larger than {max} bytes"));
                 }
+                held.take(chunk.len())?;
                 data.extend_from_slice(&chunk);
             }
             Err(frame) => {

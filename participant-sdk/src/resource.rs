@@ -66,6 +66,16 @@ pub trait Resource: Send + Sync + 'static {
     /// Every prepared, undecided transaction (after a restart: those found on disk).
     fn in_doubt(&self) -> impl Future<Output = Result<Vec<InDoubt>>> + Send;
 
+    /// How long staged (unprepared) work lives here at most before it is aborted (P4), if
+    /// there is such a limit. The runtime keeps a transaction's call records (P10) at least
+    /// this long after its last call, so that a repeated call can never run again while the
+    /// transaction can still commit; `Participant::new` refuses a shorter `calls.idle_ttl`.
+    /// The default says there is none: then make sure `calls.idle_ttl` outlives any
+    /// transaction's staged work.
+    fn staged_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Periodic housekeeping, called by the runtime every tick: abort staged work past its
     /// timeout (P4), drop outcomes past their retention. Must be quick when there is nothing to
     /// do. The default does nothing.

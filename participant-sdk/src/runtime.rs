@@ -193,6 +193,7 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
                     Ok(()) => resource.prepare(txn_id).await,
                     Err(e) => Err(e),
                 };
+                // Any vote is final (an error votes NO): the record has served.
                 calls.forget(txn_id);
                 let vote = match prepared {
                     Ok(v) => {
@@ -254,7 +255,6 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
                 Ok(()) => resource.commit_one_phase(txn_id).await,
                 Err(e) => Err(e),
             };
-            calls.forget(txn_id);
             let outcome = match committed {
                 Ok(o) => o,
                 Err(e) => {
@@ -264,6 +264,12 @@ impl<R: Resource> ParticipantApi for ParticipantService<R> {
                     }
                 }
             };
+            // The record has served once the outcome is final. Not after an unknown one: the
+            // coordinator retries, and until then the record stays closed — no new call runs,
+            // no repeat runs again — and its count stands (it expires with `idle_ttl`).
+            if !matches!(outcome, OnePhaseOutcome::Unknown { .. }) {
+                calls.forget(txn_id);
+            }
             OnePhaseResult { txn_id, outcome }
         }))
         .await
@@ -340,6 +346,8 @@ pub struct Participant<R> {
     config: ParticipantConfig,
     coordinators: Arc<LeaderFollower>,
     calls: Arc<Calls<Arc<Kept>>>,
+    /// The guard's buffer budget (`calls.buffer_bytes_max`).
+    buffers: Arc<tokio::sync::Semaphore>,
 }
 
 impl<R> Clone for Participant<R> {
@@ -349,6 +357,7 @@ impl<R> Clone for Participant<R> {
             config: self.config.clone(),
             coordinators: self.coordinators.clone(),
             calls: self.calls.clone(),
+            buffers: self.buffers.clone(),
         }
     }
 }
@@ -365,11 +374,25 @@ impl<R: Resource> Participant<R> {
             .calls
             .validate()
             .map_err(|e| Error::Context(format!("participant config: {e}")))?;
+        if let Some(staged) = resource.staged_timeout()
+            && config.calls.idle_ttl < staged
+        {
+            return Err(Error::Context(format!(
+                "participant config: calls.idle_ttl ({:?}) must be at least the store's staged timeout ({staged:?}): a repeated call must find its record as long as its transaction can commit",
+                config.calls.idle_ttl
+            )));
+        }
         let coordinators = LeaderFollower::new(config.coordinators.clone(), RetryPolicy::default())
             .map_err(Error::Coordinator)?;
         Ok(Self {
             resource,
             calls: Arc::new(Calls::new(config.calls.clone())),
+            buffers: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .calls
+                    .buffer_bytes_max
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             config,
             coordinators: Arc::new(coordinators),
         })
@@ -391,7 +414,12 @@ impl<R: Resource> Participant<R> {
     /// twice, handlers run to completion when the caller goes away, and no call runs once the
     /// commit has begun. Add it to the tonic server in place of the bare service.
     pub fn guard<S>(&self, service: S) -> Guarded<S, R> {
-        Guarded::new(service, self.resource.clone(), self.calls.clone())
+        Guarded::new(
+            service,
+            self.resource.clone(),
+            self.calls.clone(),
+            self.buffers.clone(),
+        )
     }
 
     /// Transactions with a record of business calls here (for tests and metrics).

@@ -58,7 +58,17 @@ impl Bank for TestBank {
         &self,
         request: Request<pb::AmountRequest>,
     ) -> Result<Response<pb::AccountReply>, Status> {
-        self.add(request, 1).await
+        match request.get_ref().account.as_str() {
+            "panic" => panic!("a handler bug"),
+            // An error passed on from another service's answer, harmless *there*.
+            "forwarded" => {
+                let mut s = Status::not_found("no account (said another service)");
+                s.metadata_mut()
+                    .insert(HARMLESS, "1".parse().expect("ascii"));
+                Err(s)
+            }
+            _ => self.add(request, 1).await,
+        }
     }
 
     async fn withdraw(
@@ -508,8 +518,38 @@ async fn call_counts_must_match() {
     assert_eq!(s.committed("alice").as_deref(), Some("101"));
 }
 
-/// W8: a malformed call id is refused (INVALID_ARGUMENT) and dooms the transaction; calls
-/// without a transaction context pass through untouched.
+/// P10: a handler that panics failed its call (the transaction is doomed, the record does not
+/// stay running); an error a handler passes on from another service, harmless there, is not
+/// harmless here.
+#[tokio::test]
+async fn panics_and_forwarded_harmless_errors_doom() {
+    let mut s = serve().await;
+    s.open("alice", 100).await;
+    for (account, code) in [
+        ("panic", tonic::Code::Unavailable),
+        ("forwarded", tonic::Code::NotFound),
+    ] {
+        let t = TxnId::new_v7();
+        s.bank
+            .deposit(req(t, Some("1"), amount("alice", 1)))
+            .await
+            .expect("deposit");
+        let err = s
+            .bank
+            .deposit(req(t, Some("2"), amount(account, 1)))
+            .await
+            .expect_err("failed");
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.metadata().contains_key(DOOMED), "{err:?}");
+        assert!(!err.metadata().contains_key(HARMLESS), "{err:?}");
+        assert_no(&s.prepare(t, None).await, "Deposit");
+    }
+    assert_eq!(s.committed("alice").as_deref(), Some("100"));
+}
+
+/// W8: a malformed call id is refused (INVALID_ARGUMENT) and dooms the transaction; so does a
+/// malformed deadline when the transaction id is fine; calls without a transaction context
+/// pass through untouched.
 #[tokio::test]
 async fn malformed_call_ids_are_refused() {
     let mut s = serve().await;
@@ -525,6 +565,20 @@ async fn malformed_call_ids_are_refused() {
     assert_eq!(s.runs.load(Ordering::SeqCst), 1, "the handler did not run");
     let r = s.one_phase(t, None).await;
     assert_eq!(r.outcome, pbc::Outcome::Aborted as i32, "{r:?}");
+
+    let u = TxnId::new_v7();
+    s.bank
+        .deposit(req(u, Some("1"), amount("alice", 1)))
+        .await
+        .expect("deposit");
+    let mut bad = req(u, Some("2"), amount("alice", 1));
+    bad.metadata_mut()
+        .insert("ratify-deadline-ms", "soon".parse().expect("ascii"));
+    let err = s.bank.deposit(bad).await.expect_err("malformed deadline");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.metadata().contains_key(DOOMED));
+    assert_no(&s.prepare(u, None).await, "ratify-deadline-ms");
+
     s.bank
         .list_accounts(pb::ListAccountsRequest {})
         .await

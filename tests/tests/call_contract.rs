@@ -274,6 +274,36 @@ async fn the_rust_client_aborts_after_a_failed_call() {
     d.stop().await;
 }
 
+/// P10: a call whose future the initiator drops (it gave up waiting) was counted: the
+/// participant, which never completed it, votes NO — not the client's "still running" (the
+/// dropped call is no longer running at the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_initiator_gave_up_on_aborts_the_commit() {
+    let d = bank("p10-gave-up").await;
+    let txn = d.client.begin();
+    txn.call(&pid(EU), amount("alice", 100), |r| {
+        let mut b = d.bank(EU);
+        async move { b.withdraw(r).await }
+    })
+    .await
+    .expect("withdraw");
+    let us = pid(US);
+    let never = txn.call(&us, amount("bob", 100), |_r| {
+        std::future::pending::<Result<tonic::Response<pbb::AccountReply>, tonic::Status>>()
+    });
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(20), never).await;
+    assert!(gave_up.is_err(), "the call never answers");
+    match txn.commit().await.expect("commit answered") {
+        Outcome::Aborted(info) => {
+            assert_eq!(info.cause, AbortCause::VotedNo, "{info:?}");
+            assert_eq!(info.participant, Some(pid(US)), "{info:?}");
+        }
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    assert_eq!(d.balance(EU, "alice").await, 1000);
+    d.stop().await;
+}
+
 /// The Python example itself (`participant-sdk/bank-example/python/transfer.py`, grpcio) runs
 /// issue 14's scenario against the deployment: its Deposit to `nobody` fails, it commits anyway,
 /// and it prints ABORTED with accounts-us named; alice keeps her 1000.

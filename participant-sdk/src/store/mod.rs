@@ -1381,6 +1381,10 @@ impl RocksStore {
 }
 
 impl Resource for RocksStore {
+    fn staged_timeout(&self) -> Option<Duration> {
+        Some(self.inner.config.staged_timeout)
+    }
+
     async fn doom(&self, txn_id: TxnId, why: String) -> Result<()> {
         self.doom_with(txn_id, NoReason::CallFailed, why, true);
         Ok(())

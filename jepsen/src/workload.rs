@@ -34,6 +34,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ratify_check::OpType;
+use ratify_participant::client::answer_lost;
 use ratify_participant::{Client, Transaction};
 use ratify_proto::metadata::DOOMED;
 use ratify_proto::pb::jepsen as pbj;
@@ -140,17 +141,6 @@ impl Calls {
         }
         self.failed.get_or_insert(what);
     }
-}
-
-/// Whether an answer was lost on the way (nothing to compare with a retry's).
-fn answer_lost(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Cancelled
-            | tonic::Code::Unknown
-    ) && ratify_proto::error::ErrorDetail::from_status(s).is_none()
 }
 
 /// A second attempt of `r`: the same message and metadata (so the same call id).

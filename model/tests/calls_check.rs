@@ -28,14 +28,7 @@ fn counterexample(bug: CallsBug, call_counts: bool, property: &'static str) {
         call_counts,
         ..CallsModel::ci().remove(0)
     };
-    let checker = check(model);
-    let path = checker
-        .discovery(property)
-        .unwrap_or_else(|| panic!("{bug:?} must break {property:?}"));
-    eprintln!(
-        "{bug:?} breaks {property:?} in {} steps:\n{path}",
-        path.clone().into_actions().len()
-    );
+    support::counterexample(&check(model), &format!("{bug:?}"), property);
 }
 
 /// Issue 14's hole: a failed call that dooms nothing lets the transaction commit without it.

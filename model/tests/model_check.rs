@@ -53,14 +53,7 @@ fn counterexample(bug: Bug, property: &'static str) {
         client_abort: bug == Bug::LastWins,
         bug: Some(bug),
     };
-    let checker = check(model);
-    let path = checker
-        .discovery(property)
-        .unwrap_or_else(|| panic!("{bug:?} must break {property:?}"));
-    eprintln!(
-        "{bug:?} breaks {property:?} in {} steps:\n{path}",
-        path.clone().into_actions().len()
-    );
+    support::counterexample(&check(model), &format!("{bug:?}"), property);
 }
 
 /// A participant that aborts on its own after voting YES breaks agreement (P4 removed).

@@ -306,12 +306,16 @@ pub struct Transaction {
     log: Arc<Mutex<CallLog>>,
 }
 
-/// Whether a failed call's answer was lost on the way (so it may be retried with the same call
-/// id) rather than given by the participant.
-fn answer_lost(status: &tonic::Status) -> bool {
+/// Whether a failed call's answer was lost on the way — the transport failed, the call timed
+/// out — rather than given by the participant (whose errors carry an `ErrorDetail` or
+/// `ratify-doomed`). Such a call may be sent again with the same call id.
+pub fn answer_lost(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
     ) && ErrorDetail::from_status(status).is_none()
         && !status.metadata().contains_key(DOOMED)
 }

@@ -308,6 +308,10 @@ where
     R: Resource,
 {
     async fn handle(self, request: http::Request<Body>) -> http::Response<Body> {
+        if !request.headers().contains_key(TXN_ID) {
+            // Outside any transaction: nothing to record (and no header copy on this path).
+            return self.pass(request).await;
+        }
         let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
         let path = request.uri().path().to_owned();
         let ctx = match TxnContext::from_metadata(&metadata) {

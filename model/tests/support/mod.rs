@@ -6,6 +6,23 @@ use std::time::Instant;
 
 use stateright::{Checker, Model};
 
+/// Require `checker` to have found a counterexample to `property` (a planted bug: `label`
+/// says which), and print it.
+pub fn counterexample<M>(checker: &impl Checker<M>, label: &str, property: &'static str)
+where
+    M: Model,
+    M::State: Clone + Debug + Hash + PartialEq,
+    M::Action: Clone + Debug + PartialEq,
+{
+    let path = checker
+        .discovery(property)
+        .unwrap_or_else(|| panic!("{label} must break {property:?}"));
+    eprintln!(
+        "{label} breaks {property:?} in {} steps:\n{path}",
+        path.clone().into_actions().len()
+    );
+}
+
 /// Explore `model` exhaustively (breadth first), saying how big and how long.
 pub fn check<M>(model: M) -> impl Checker<M>
 where

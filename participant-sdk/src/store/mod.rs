@@ -219,6 +219,13 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(state: State) -> Arc<Self> {
+        Arc::new(Self {
+            phase: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
+        })
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -553,14 +560,11 @@ impl RocksStore {
             tracing::info!(%txn_id, keys = locked.len(), "recovered a prepared transaction; it is in doubt until resolved");
             slots.insert(
                 txn_id,
-                Arc::new(Slot {
-                    phase: tokio::sync::Mutex::new(()),
-                    state: Mutex::new(State::Prepared(Prepared {
+                Slot::new(State::Prepared(Prepared {
                         writes,
                         locked,
                         prepared_at_unix_ms,
                     })),
-                }),
             );
             Ok(ControlFlow::Continue(()))
         })
@@ -706,18 +710,15 @@ impl RocksStore {
             }
             slots.insert(
                 txn_id,
-                Arc::new(Slot {
-                    phase: tokio::sync::Mutex::new(()),
-                    state: Mutex::new(State::Staged(Staged {
-                        writes: Writes::new(),
-                        locked: BTreeSet::new(),
-                        bytes: 0,
-                        started: Instant::now(),
-                        age,
-                        deadline_unix_ms: ctx.deadline_unix_ms,
-                        rejected: None,
-                    })),
-                }),
+                Slot::new(State::Staged(Staged {
+                    writes: Writes::new(),
+                    locked: BTreeSet::new(),
+                    bytes: 0,
+                    started: Instant::now(),
+                    age,
+                    deadline_unix_ms: ctx.deadline_unix_ms,
+                    rejected: None,
+                })),
             );
         }
         Ok(self.handle(txn_id, age))
@@ -759,16 +760,13 @@ impl RocksStore {
                     if slots.len() < self.inner.config.concurrent_txns_max {
                         slots.insert(
                             txn_id,
-                            Arc::new(Slot {
-                                phase: tokio::sync::Mutex::new(()),
-                                state: Mutex::new(State::Doomed(Doomed {
-                                    reason,
-                                    why,
-                                    by_call,
-                                    since: Instant::now(),
-                                    deadline_unix_ms: None,
-                                })),
-                            }),
+                            Slot::new(State::Doomed(Doomed {
+                                reason,
+                                why,
+                                by_call,
+                                since: Instant::now(),
+                                deadline_unix_ms: None,
+                            })),
                         );
                     } else {
                         drop(slots);

@@ -1,11 +1,12 @@
-//! The pure 2PC driver: one full transaction (Commit, two votes, applied decision, two acks,
+//! The pure 2PC driver: one full transaction (Commit, two votes, applied decision from the apply
+//! feed, two acks,
 //! Forget) through `step`, no I/O.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ratify_coordinator::state::AppliedDecision;
+use ratify_coordinator::state::{AppliedDecision, Effect};
 use ratify_coordinator::txn::driver::{Driver, DriverConfig, Input};
 use ratify_proto::types::participant::AckStatus;
-use ratify_proto::types::{FinalDecision, ParticipantId, TxnId, Vote};
+use ratify_proto::types::{DecisionSource, FinalDecision, ParticipantId, TxnId, Vote};
 
 fn one_transaction(c: &mut Criterion) {
     let a = ParticipantId::new("a").expect("valid");
@@ -28,6 +29,7 @@ fn one_transaction(c: &mut Criterion) {
                     participants: vec![a.clone(), b.clone()],
                     deadline_unix_ms: now + 1_000,
                     call_counts: vec![1, 1],
+                    recorded: None,
                     reply,
                 },
             );
@@ -47,13 +49,14 @@ fn one_transaction(c: &mut Criterion) {
             ));
             actions.extend(driver.step(
                 now,
-                Input::Decided {
-                    applied: vec![AppliedDecision {
+                Input::Applied {
+                    effects: vec![Effect::Decided(AppliedDecision {
                         txn_id: t,
                         decision: FinalDecision::Commit,
                         newly_decided: true,
                         pending: vec![a.clone(), b.clone()],
-                    }],
+                        source: DecisionSource::Commit,
+                    })],
                 },
             ));
             actions.extend(driver.step(

@@ -15,38 +15,8 @@ pub const OPENING_BALANCE: i64 = 1_000_000_000;
 /// Largest amount one transfer moves.
 pub const AMOUNT_MAX: u64 = 10;
 
-/// A small, fast, seedable generator (SplitMix64): the bench needs reproducible choices, not
-/// cryptographic ones.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed` (different streams for different workers: seed with the worker
-    /// number mixed in).
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `[0, n)` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        // Lemire's multiply-shift: bias is below 2^-32 for the n used here.
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-}
+/// The workspace's seeded generator (SplitMix64).
+pub use ratify_devtools::rng::Rng;
 
 /// How accounts are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum, serde::Serialize)]

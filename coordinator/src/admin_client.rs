@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use ratify_proto::hooks::EndpointExt as _;
 use ratify_proto::leader::{CallError, LeaderFollower, RetryPolicy};
 use ratify_proto::pb::coordinator::admin_client::AdminClient as PbAdminClient;
 use ratify_proto::types::Endpoint;
@@ -43,14 +44,19 @@ impl AdminClient {
     }
 }
 
-/// Connect to one node's admin API (no leader following).
+/// How long connecting to one node may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long one admin call to one node may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connect to one node's admin API (no leader following), over a channel made by
+/// `ratify_proto::hooks` like every other (keepalive; the simulation's network when hooked).
+/// The connection opens with the first call, which fails UNAVAILABLE if the node is down.
 pub async fn connect(endpoint: &Endpoint) -> Result<PbAdminClient<Channel>, Status> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
         .map_err(|e| Status::invalid_argument(format!("{endpoint}: {e}")))?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(15))
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot connect to {endpoint}: {e}")))?;
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .lazy_channel();
     Ok(PbAdminClient::new(channel))
 }

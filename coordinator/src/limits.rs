@@ -44,3 +44,51 @@ pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long past the deadline a Commit call waits for the decision to apply before answering
 /// UNKNOWN (C10).
 pub const COMMIT_ANSWER_GRACE: Duration = Duration::from_secs(2);
+
+// The 2PC driver and its runtime (txn/): DriverConfig and RuntimeConfig take their defaults
+// from here.
+
+/// Transactions being decided (two-phase and one-phase) at once on the leader, at most;
+/// beyond, requests are refused as overloaded.
+pub const DECIDING_MAX: usize = 100_000;
+/// Registrations being proposed at once, at most.
+pub const REGISTERING_MAX: usize = 1_024;
+/// Transactions per Prepare / phase-2 RPC to one participant, at most (a participant's
+/// `batch_txns_max`).
+pub const PARTICIPANT_BATCH_TXNS_MAX: usize = 1_024;
+/// First phase-2 retry pause; doubles up to [`PHASE2_BACKOFF_MAX`].
+pub const PHASE2_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest phase-2 retry pause.
+pub const PHASE2_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest phase-2 RPC.
+pub const PHASE2_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// First pause before a one-phase commit is sent again; doubles up to
+/// [`ONE_PHASE_BACKOFF_MAX`].
+pub const ONE_PHASE_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Longest pause between one-phase attempts.
+pub const ONE_PHASE_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Acknowledgements per Forget proposal, at most.
+pub const FORGET_BATCH_MAX: usize = 4_096;
+/// Acknowledgements wait up to this long to be proposed together.
+pub const FORGET_DELAY: Duration = Duration::from_millis(10);
+/// Completed outcomes are kept this long (C8, C11), then compacted.
+pub const OUTCOME_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often the leader proposes a compaction.
+pub const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the driver gets a tick (deadlines, retries).
+pub const DRIVER_TICK: Duration = Duration::from_millis(20);
+/// Events queued for the driver, at most (callers wait beyond).
+pub const DRIVER_EVENTS_QUEUE_MAX: usize = 65_536;
+/// Events the driver takes in one round before acting, at most.
+pub const DRIVER_EVENTS_PER_ROUND_MAX: usize = 4_096;
+/// Apply batches queued for the driver (the apply feed), at most: apply waits beyond, so the
+/// driver never misses a decision.
+pub const APPLY_FEED_QUEUE_MAX: usize = 1_024;
+/// Decisions in one Raft entry, at most.
+pub const DECIDE_BATCH_MAX: usize = 1_024;
+/// Raft proposals in flight at once, at most.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 8;
+/// Proposal jobs queued for the proposer, at most (the runtime keeps the rest in its backlog).
+pub const PROPOSAL_JOBS_QUEUE_MAX: usize = 4 * PROPOSALS_IN_FLIGHT_MAX;
+/// Pause between attempts of a new leader's catch-up (read index) while it still leads.
+pub const LEADER_READY_RETRY: Duration = Duration::from_millis(100);

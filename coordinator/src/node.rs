@@ -18,6 +18,7 @@ use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::{StateMachineStore, StateView};
 use crate::raft::store::{Db, StoreError};
 use crate::raft::{Raft, raft_config};
+use crate::state::ApplyRules;
 use crate::txn::driver::DriverConfig;
 use crate::txn::runtime::{self, Participants, RuntimeConfig};
 use crate::{limits, server};
@@ -107,7 +108,13 @@ impl Node {
             dir: config.data_dir.display().to_string(),
             source,
         })?;
-        let sm = StateMachineStore::open(db.clone())?;
+        // Planted bugs (selftest builds only) are read once, into configuration.
+        let planted = ratify_proto::planted::current();
+        let (feed, feed_rx) = runtime::apply_feed();
+        let rules = ApplyRules {
+            last_wins: planted == Some(ratify_proto::planted::Bug::LastWins),
+        };
+        let sm = StateMachineStore::open(db.clone())?.with_feed(feed, rules);
         let view = sm.view();
         let raft_cfg = raft_config(&config.cluster_name, config.snapshot_every, config.log_keep)
             .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -130,19 +137,22 @@ impl Node {
         ));
         let runtime_config = RuntimeConfig {
             driver: DriverConfig {
-                prepare_timeout_ms: limits::PREPARE_TIMEOUT.as_millis() as u64,
+                planted,
                 ..DriverConfig::default()
             },
             ..RuntimeConfig::default()
         };
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let txn = runtime::spawn(
-            config.node_id,
-            raft.clone(),
-            view.clone(),
-            participants.clone(),
+            runtime::RuntimeParts {
+                node_id: config.node_id,
+                raft: raft.clone(),
+                view: view.clone(),
+                feed: feed_rx,
+                participants: participants.clone(),
+                metrics: metrics.clone(),
+            },
             runtime_config,
-            metrics.clone(),
             runtime_stopped,
         );
         let mut metrics_addr = None;
@@ -168,7 +178,6 @@ impl Node {
                 view: view.clone(),
                 db,
                 txn,
-                participants,
                 metrics,
             },
             Box::pin(async move {

@@ -54,6 +54,32 @@ pub struct AppliedDecision {
     pub newly_decided: bool,
     /// The standing record's participants still to acknowledge phase 2 (empty once completed).
     pub pending: Vec<ParticipantId>,
+    /// Who decided the standing record.
+    pub source: DecisionSource,
+}
+
+/// What an applied entry did that the leader's 2PC driver acts on. Apply hands these, in log
+/// order, to the node's driver (the apply feed): the driver learns of every decision and
+/// registration however it was proposed, with no scan of the state (docs/protocol.md C6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A Decide item was applied (first-wins: maybe not as proposed).
+    Decided(AppliedDecision),
+    /// A participant's registration was recorded.
+    Registered {
+        /// Who.
+        participant: ParticipantId,
+        /// Where it listens now.
+        endpoint: Endpoint,
+    },
+}
+
+/// How apply treats a decision for a transaction that already has one. Only the planted bug
+/// (d) of `ratify-jepsen selftest` changes it; it is configuration, never read from a global.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyRules {
+    /// Planted bug (d), C4 broken: the later decision replaces the earlier one.
+    pub last_wins: bool,
 }
 
 /// What applying a command returns to the node that proposed it.
@@ -94,12 +120,22 @@ pub struct State {
 impl State {
     /// Apply one command. Appends every row it changed to `changes`.
     pub fn apply(&mut self, cmd: &Command, changes: &mut Vec<Change>) -> CommandReply {
+        self.apply_with(ApplyRules::default(), cmd, changes)
+    }
+
+    /// [`State::apply`] under `rules`.
+    pub fn apply_with(
+        &mut self,
+        rules: ApplyRules,
+        cmd: &Command,
+        changes: &mut Vec<Change>,
+    ) -> CommandReply {
         let now = cmd.proposed_at_unix_ms;
         let reply = match &cmd.kind {
             CommandKind::Decide(items) => CommandReply::Decided(
                 items
                     .iter()
-                    .map(|item| self.decide(now, item, changes))
+                    .map(|item| self.decide(rules, now, item, changes))
                     .collect(),
             ),
             CommandKind::Forget(acks) => {
@@ -141,11 +177,12 @@ impl State {
 
     fn decide(
         &mut self,
+        rules: ApplyRules,
         now: u64,
         item: &DecideItem,
         changes: &mut Vec<Change>,
     ) -> AppliedDecision {
-        if ratify_proto::planted::active(ratify_proto::planted::Bug::LastWins) {
+        if rules.last_wins {
             // Planted bug (d): the later decision replaces the earlier one.
             self.decided.remove(&item.txn_id);
             self.completed.remove(&item.txn_id);
@@ -157,6 +194,7 @@ impl State {
                 decision: existing.decision.clone(),
                 newly_decided: false,
                 pending: existing.pending.iter().cloned().collect(),
+                source: existing.source,
             };
         }
         let pending: BTreeSet<ParticipantId> = item.participants.iter().cloned().collect();
@@ -187,6 +225,7 @@ impl State {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),
+            source: item.source,
         }
     }
 
@@ -315,6 +354,7 @@ mod tests {
                 decision: FinalDecision::Commit,
                 newly_decided: true,
                 pending: vec![p("a"), p("b")],
+                source: DecisionSource::Commit,
             }])
         );
         let before = s.clone();
@@ -327,6 +367,7 @@ mod tests {
                 decision: FinalDecision::Commit,
                 newly_decided: false,
                 pending: vec![p("a"), p("b")],
+                source: DecisionSource::Commit,
             }])
         );
         assert_eq!(s, before);

@@ -11,7 +11,7 @@ pub mod nemesis;
 pub mod proxy;
 pub mod reads;
 pub mod recorder;
-pub mod rng;
+pub use ratify_devtools::rng;
 pub mod run;
 pub mod schedules;
 pub mod system;

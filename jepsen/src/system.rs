@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ratify_coordinator::admin_client::{self, AdminClient};
-use ratify_coordinator::local_cluster::ServiceProcess;
+use ratify_devtools::local_cluster::ServiceProcess;
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::pb::jepsen::jepsen_kv_client::JepsenKvClient;
 use ratify_proto::types::Endpoint;

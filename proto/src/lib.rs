@@ -92,7 +92,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ratify_descriptor.bin"));
 
 /// gRPC metadata keys that carry a transaction's context from an initiator to the participant
-/// services it calls (DESIGN.md section 2).
+/// services it calls (docs/protocol.md rule W8).
 pub mod metadata {
     /// The transaction id, canonical UUID text.
     pub const TXN_ID: &str = "ratify-txn-id";

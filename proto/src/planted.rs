@@ -124,6 +124,12 @@ pub fn set_thread_override(bug: Option<Option<Bug>>) {
     let _ = bug;
 }
 
+/// The bug switched on in this process (or on this simulation thread), if any. Read once at
+/// start-up into a component's configuration, so protocol logic never reads a global.
+pub fn current() -> Option<Bug> {
+    Bug::ALL.into_iter().find(|b| active(*b))
+}
+
 /// Read `RATIFY_PLANTED_BUG` now and say in the log if a bug is on (call at start-up).
 pub fn announce() {
     let _ = active(Bug::YesWithoutSync);

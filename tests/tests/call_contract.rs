@@ -3,6 +3,7 @@
 //! 14 (`accounts-eu`, `accounts-us`) on loopback. The initiators misbehave as real ones do:
 //! they commit after an error, retry calls, and lose calls on the way.
 
+use ratify_devtools::deployment::{Deployment, pid};
 use ratify_participant::TxnContext;
 use ratify_proto::metadata::CALL_ID;
 use ratify_proto::pb::bank as pbb;
@@ -10,7 +11,6 @@ use ratify_proto::pb::common as pbc;
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::pb::coordinator::coordinator_client::CoordinatorClient;
 use ratify_proto::types::{AbortCause, NoReason, Outcome, TxnId};
-use ratify_tests::deployment::{Deployment, pid};
 use tonic::Request;
 use tonic::transport::Channel;
 

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use ratify_coordinator::local_cluster::{LocalCluster, ServiceProcess};
+use ratify_devtools::local_cluster::{LocalCluster, ServiceProcess};
+use ratify_devtools::{dump_logs, ratify_bin, test_dir};
 use ratify_proto::error::{ErrorCode, ErrorDetail};
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::pb::coordinator::admin_client::AdminClient as PbAdminClient;
@@ -10,7 +11,6 @@ use ratify_proto::types::admin::{
     ForceResolveRequest, ForceResolveResponse, ListTxnsRequest, ListTxnsResponse,
 };
 use ratify_proto::types::{Decision, FinalDecision, TxnId, TxnPhase};
-use ratify_tests::{dump_logs, ratify_bin, test_dir};
 
 const STEP: Duration = Duration::from_secs(30);
 
@@ -73,7 +73,7 @@ async fn decisions_on_each_node(
     out
 }
 
-/// Guarantee (DESIGN.md section 6; protocol rules R1, R2): a 3-node cluster elects a leader,
+/// Guarantee (docs/protocol.md rules R1, R2): a 3-node cluster elects a leader,
 /// keeps serving after its leader is SIGKILLed (a new leader in a higher term), and the killed
 /// node, restarted on its own RocksDB directory, rejoins and catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +96,7 @@ async fn leader_sigkill_elects_a_new_leader_and_the_old_one_rejoins() {
         assert!(caught_up.last_log_index >= second.last_applied_index);
         let settled = cluster.wait_for_leader(STEP, None).await?;
         assert!(settled.term >= second.term);
-        Ok::<_, ratify_coordinator::local_cluster::LocalError>(())
+        Ok::<_, ratify_devtools::local_cluster::LocalError>(())
     }
     .await;
     if let Err(e) = result {
@@ -193,7 +193,7 @@ async fn decisions_are_first_wins_replicated_and_survive_failover_and_full_resta
         }
         let fourth = force(&cluster, txn, Decision::Commit).await;
         assert_eq!((fourth.decision, fourth.changed), (Decision::Abort, false));
-        Ok::<_, ratify_coordinator::local_cluster::LocalError>(())
+        Ok::<_, ratify_devtools::local_cluster::LocalError>(())
     }
     .await;
     if let Err(e) = result {
@@ -259,7 +259,7 @@ async fn a_lagging_node_catches_up_by_snapshot() {
                 "node {node}: {d:?}"
             );
         }
-        Ok::<_, ratify_coordinator::local_cluster::LocalError>(())
+        Ok::<_, ratify_devtools::local_cluster::LocalError>(())
     }
     .await;
     if let Err(e) = result {

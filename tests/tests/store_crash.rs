@@ -4,10 +4,10 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use ratify_devtools::{helper_bin, test_dir};
 use ratify_participant::{Error, Resource, RocksStore, StoreConfig, TxnContext};
 use ratify_proto::types::TxnId;
 use ratify_proto::types::participant::AckStatus;
-use ratify_tests::{helper_bin, test_dir};
 
 /// Run the helper until it prints `expect`, then SIGKILL it.
 fn run_then_kill(args: &[&str], expect: &str) {

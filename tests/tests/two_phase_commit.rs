@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use ratify_devtools::deployment::{Deployment, Env, SETTLE, pid};
 use ratify_proto::error::{ErrorCode, ErrorDetail};
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::pb::coordinator::coordinator_client::CoordinatorClient;
 use ratify_proto::types::{AbortCause, NoReason, Outcome, TxnId, TxnPhase};
-use ratify_tests::deployment::{Deployment, Env, SETTLE, pid};
 
 fn env(pairs: &[(&str, String)]) -> Env {
     pairs

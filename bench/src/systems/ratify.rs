@@ -5,11 +5,11 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use ratify_devtools::deployment::Deployment;
 use ratify_participant::{Client, Transaction};
 use ratify_proto::pb::bank as pbb;
 use ratify_proto::pb::bank::bank_client::BankClient;
 use ratify_proto::types::{Endpoint, Outcome, ParticipantId};
-use ratify_tests::deployment::Deployment;
 use tonic::transport::Channel;
 
 use super::{ATTEMPTS_MAX, Done, LOAD_CONCURRENCY, backoff, for_each_concurrent};

@@ -1,5 +1,6 @@
 //! The Raft state machine: applies committed entries to [`State`] (pure logic in
 //! `crate::state`), keeps it in memory for reads, persists exactly the rows each apply changed,
+//! hands the node's 2PC driver what changed (the apply feed, [`crate::txn::runtime::ApplyFeed`]),
 //! and builds and installs snapshots.
 
 use std::io::Cursor;
@@ -20,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
 use super::store::{CF_SM, CF_SNAPSHOT, Db, StoreError, corrupt, decode};
-use crate::state::{Change, CommandReply, DecisionRecord, Registration, State};
+use crate::state::{ApplyRules, Change, CommandReply, DecisionRecord, Effect, Registration, State};
+use crate::txn::runtime::ApplyFeed;
 
 type Entry = openraft::Entry<TypeConfig>;
 type StorageResult<T> = Result<T, StorageError<u64>>;
@@ -76,6 +78,8 @@ impl StateView {
 pub struct StateMachineStore {
     db: Arc<Db>,
     applied: Arc<RwLock<Applied>>,
+    feed: Option<ApplyFeed>,
+    rules: ApplyRules,
 }
 
 fn txn_key(prefix: u8, id: &TxnId) -> Vec<u8> {
@@ -103,7 +107,17 @@ impl StateMachineStore {
         Ok(Self {
             db,
             applied: Arc::new(RwLock::new(applied)),
+            feed: None,
+            rules: ApplyRules::default(),
         })
+    }
+
+    /// Hand every apply's [`Effect`]s to `feed` (the node's 2PC driver), and apply under
+    /// `rules`.
+    pub fn with_feed(mut self, feed: ApplyFeed, rules: ApplyRules) -> Self {
+        self.feed = Some(feed);
+        self.rules = rules;
+        self
     }
 
     /// A read-only view for servers.
@@ -184,6 +198,23 @@ fn load(db: &Db) -> Result<Applied, StoreError> {
 }
 
 /// Write the rows `changes` names, as they are now in `state`, into `batch`.
+/// What one applied command did that the driver acts on.
+fn effects_of(state: &State, reply: &CommandReply, changes: &[Change], out: &mut Vec<Effect>) {
+    if let CommandReply::Decided(applied) = reply {
+        out.extend(applied.iter().cloned().map(Effect::Decided));
+    }
+    for change in changes {
+        if let Change::Participant(participant) = change
+            && let Some(r) = state.participants.get(participant)
+        {
+            out.push(Effect::Registered {
+                participant: participant.clone(),
+                endpoint: r.endpoint.clone(),
+            });
+        }
+    }
+}
+
 fn stage_changes(batch: &mut Batch, state: &State, changes: &[Change]) {
     let cf = CF_SM;
     for change in changes {
@@ -248,6 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut replies = Vec::new();
         let mut changes = Vec::new();
+        let mut effects = Vec::new();
         let mut batch = Batch::new();
         {
             let mut applied = self.write_applied();
@@ -255,7 +287,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 applied.last_applied = Some(entry.log_id);
                 let reply = match entry.payload {
                     EntryPayload::Blank => CommandReply::Done,
-                    EntryPayload::Normal(cmd) => applied.state.apply(&cmd, &mut changes),
+                    EntryPayload::Normal(cmd) => {
+                        let from = changes.len();
+                        let reply = applied.state.apply_with(self.rules, &cmd, &mut changes);
+                        if self.feed.is_some() {
+                            effects_of(&applied.state, &reply, &changes[from..], &mut effects);
+                        }
+                        reply
+                    }
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m);
                         CommandReply::Done
@@ -269,6 +308,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Not synced here: the entries are durable in the log, and apply is re-run from the log
         // after a crash (see `store`).
         self.db.write(batch, false).map_err(sm_write_err)?;
+        if let Some(feed) = &self.feed
+            && !effects.is_empty()
+        {
+            // Waits while the driver is behind (bounded); fails only once it has stopped.
+            let _ = feed.send(effects).await;
+        }
         Ok(replies)
     }
 

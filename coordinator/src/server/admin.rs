@@ -16,19 +16,19 @@ use ratify_proto::types::admin::{
     InitClusterRequest, LeaderHint, ListTxnsRequest, ListTxnsResponse, Member, MemberRole,
     ParticipantInfo, TxnSummary,
 };
-use ratify_proto::types::command::{Command, CommandKind, DecideItem};
 use ratify_proto::types::{
-    AbortCause, AbortInfo, Decision, DecisionSource, Endpoint, FinalDecision, TxnId, TxnPhase,
+    AbortCause, AbortInfo, Decision, Endpoint, FinalDecision, TxnId, TxnPhase,
 };
 use tonic::{Request, Response, Status};
 
-use super::{ClientWriteFailure, not_leader, now_unix_ms, with_timeout};
+use super::forward::LeaderRoute;
+use super::{ClientWriteFailure, not_leader, with_timeout};
 use crate::limits;
 use crate::raft::state_machine::StateView;
 use crate::raft::store::Db;
 use crate::raft::{Raft, log_store};
-use crate::state::{CommandReply, DecisionRecord};
-use crate::txn::driver::Input;
+use crate::state::DecisionRecord;
+use crate::txn::driver::{Answer, Input};
 use crate::txn::runtime::TxnHandle;
 
 /// The admin API.
@@ -38,17 +38,26 @@ pub struct AdminService {
     view: StateView,
     db: Arc<Db>,
     txn: TxnHandle,
+    route: LeaderRoute,
 }
 
 impl AdminService {
     /// Serve the admin API of node `node_id`.
-    pub fn new(node_id: u64, raft: Raft, view: StateView, db: Arc<Db>, txn: TxnHandle) -> Self {
+    pub fn new(
+        node_id: u64,
+        raft: Raft,
+        view: StateView,
+        db: Arc<Db>,
+        txn: TxnHandle,
+        route: LeaderRoute,
+    ) -> Self {
         Self {
             node_id,
             raft,
             view,
             db,
             txn,
+            route,
         }
     }
 
@@ -57,16 +66,8 @@ impl AdminService {
     /// the read index. A follower's applied state may lag — a node just restarted after a
     /// crash listed hundreds of committed decisions as missing (found by the simulation).
     async fn linearizable_read(&self) -> Result<(), Status> {
-        let (leader, node) = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let node = m
-                .current_leader
-                .and_then(|id| m.membership_config.membership().get_node(&id).cloned());
-            (m.current_leader, node)
-        };
-        if leader != Some(self.node_id) {
-            return Err(not_leader(leader, node.as_ref()));
+        if !matches!(self.route.leader(), Some((id, _)) if id == self.node_id) {
+            return Err(self.route.not_leader());
         }
         with_timeout(self.raft.ensure_linearizable())
             .await?
@@ -237,39 +238,31 @@ impl Admin for AdminService {
                 FinalDecision::Abort(AbortInfo::new(AbortCause::Operator, req.reason))
             }
         };
-        let cmd = Command {
-            proposed_at_unix_ms: now_unix_ms(),
-            kind: CommandKind::Decide(vec![DecideItem {
-                txn_id: req.txn_id,
-                decision,
-                source: DecisionSource::Operator,
-                participants: req.participants,
-            }]),
+        // The driver proposes it, like every decision, and delivers its phase 2.
+        let (txn_id, participants) = (req.txn_id, req.participants);
+        let answer = with_timeout(self.txn.request(move |reply| Input::ForceResolve {
+            txn_id,
+            decision,
+            participants,
+            reply,
+        }))
+        .await?;
+        let (decision, changed) = match answer {
+            Answer::Forced { decision, changed } => (decision, changed),
+            Answer::Overloaded => {
+                return Err(ErrorDetail::new(
+                    ErrorCode::Unavailable,
+                    "too many transactions being decided; retry shortly",
+                )
+                .into_status());
+            }
+            _ => return Err(self.route.not_leader()),
         };
-        let raft = self.raft.clone();
-        let resp = with_timeout(raft.client_write(cmd))
-            .await?
-            .map_err(|e| ClientWriteFailure(e).into_status(&self.raft))?;
-        let CommandReply::Decided(applied) = resp.data else {
-            return Err(Status::internal(
-                "a Decide command applied without a Decided reply",
-            ));
-        };
-        let applied = applied
-            .into_iter()
-            .next()
-            .ok_or_else(|| Status::internal("a one-item Decide applied with no reply item"))?;
-        tracing::warn!(txn_id = %req.txn_id, decision = ?applied.decision.decision(), changed = applied.newly_decided, "operator resolved a transaction");
-        // The 2PC driver delivers phase 2 of the new decision.
-        self.txn
-            .notify(Input::Decided {
-                applied: vec![applied.clone()],
-            })
-            .await;
+        tracing::warn!(txn_id = %req.txn_id, decision = ?decision.decision(), changed, "operator resolved a transaction");
         Ok(Response::new(
             ForceResolveResponse {
-                decision: applied.decision.decision(),
-                changed: applied.newly_decided,
+                decision: decision.decision(),
+                changed,
             }
             .into(),
         ))

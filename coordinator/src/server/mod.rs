@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod coordinator;
+pub mod forward;
 pub mod raft;
 
 use std::future::Future;
@@ -23,7 +24,7 @@ use crate::limits;
 use crate::raft::Raft;
 use crate::raft::state_machine::StateView;
 use crate::raft::store::Db;
-use crate::txn::runtime::{Participants, TxnHandle};
+use crate::txn::runtime::TxnHandle;
 
 /// A failed `client_write` / `change_membership` on openraft.
 pub struct ClientWriteFailure(pub RaftError<u64, ClientWriteError<u64, BasicNode>>);
@@ -109,8 +110,6 @@ pub struct Services {
     pub db: Arc<Db>,
     /// The 2PC runtime.
     pub txn: TxnHandle,
-    /// Channels to participants.
-    pub participants: Arc<Participants>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -150,7 +149,6 @@ where
         view,
         db,
         txn,
-        participants,
         metrics,
     } = services;
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -171,17 +169,22 @@ where
     let raft_service = RaftServer::new(raft::RaftService::new(raft.clone()))
         .max_decoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(limits::RAFT_MESSAGE_BYTES_MAX);
-    let coordinator_service = CoordinatorServer::new(coordinator::CoordinatorService::new(
-        node_id,
-        raft.clone(),
-        view.clone(),
-        txn.clone(),
-        participants,
-        metrics,
+    let route = forward::LeaderRoute::new(node_id, raft.clone());
+    let coordinator_service = forward::AtLeader::new(
+        CoordinatorServer::new(coordinator::CoordinatorService::new(
+            raft.clone(),
+            view.clone(),
+            txn.clone(),
+            route.clone(),
+            metrics,
+        ))
+        .max_decoding_message_size(limits::API_MESSAGE_BYTES_MAX),
+        route.clone(),
+    );
+    let admin_service = AdminServer::new(admin::AdminService::new(
+        node_id, raft, view, db, txn, route,
     ))
     .max_decoding_message_size(limits::API_MESSAGE_BYTES_MAX);
-    let admin_service = AdminServer::new(admin::AdminService::new(node_id, raft, view, db, txn))
-        .max_decoding_message_size(limits::API_MESSAGE_BYTES_MAX);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)

@@ -1,61 +1,89 @@
-//! The 2PC driver: a pure, deterministic state machine run by the leader.
+//! The 2PC driver: a pure, deterministic state machine run by the leader, and the only place
+//! in the coordinator that makes protocol decisions (docs/architecture.md).
 //!
-//! `step(now, input) -> actions`: no I/O, no clock, no randomness. The runtime
-//! ([`super::runtime`]) feeds it requests, votes, applied decisions, acknowledgements and ticks,
-//! and carries out the actions it returns (send Prepare, propose a decision to Raft, answer a
-//! caller, send phase 2, propose Forget). The rules cited are docs/protocol.md's.
+//! `step(now, input) -> actions`: no I/O, no clock, no randomness, no globals (planted bugs
+//! come in [`DriverConfig`]). The runtime ([`super::runtime`]) feeds it every event — client
+//! Commit/Abort (zero, one or many participants: C2, C3), Resolve, an operator's ForceResolve,
+//! registrations, votes, one-phase results, acknowledgements, ticks, leadership changes, and
+//! **every change the replicated state machine applies** (the apply feed, [`Input::Applied`])
+//! — and carries out the actions it returns (send Prepare / one-phase / phase 2, propose to
+//! Raft, answer a caller). The rules cited are docs/protocol.md's.
 //!
 //! What the driver remembers is only what a leader needs in memory: transactions being decided
-//! (votes so far, who waits for the answer) and phase-2 deliveries in progress. Everything that
-//! must survive the leader is in the replicated state: a new leader rebuilds its phase-2 work
-//! from it ([`Input::BecameLeader`]), and a transaction that was being prepared when the old
-//! leader died is decided again when the client retries (first-wins keeps any earlier decision).
+//! (votes so far, who waits for the answer), one-phase commits in progress, registrations being
+//! proposed, and phase-2 deliveries in progress. Everything that must survive the leader is in
+//! the replicated state: a new leader rebuilds its phase-2 work from it
+//! ([`Input::BecameLeader`]) and from then on learns of every applied decision from the apply
+//! feed, whoever proposed it — so no decision can be missed and no periodic scan is needed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ratify_proto::planted::Bug;
 use ratify_proto::types::command::{DecideItem, PhaseTwoAck};
-use ratify_proto::types::participant::AckStatus;
+use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome};
 use ratify_proto::types::{
-    AbortCause, AbortInfo, Decision, DecisionSource, FinalDecision, Outcome, ParticipantId, TxnId,
-    Vote,
+    AbortCause, AbortInfo, Decision, DecisionSource, Endpoint, FinalDecision, Outcome,
+    ParticipantId, TxnId, Vote,
 };
 
-use crate::state::AppliedDecision;
+use crate::limits;
+use crate::state::{AppliedDecision, Effect};
 
 /// Identifies a caller waiting for an answer (the runtime maps it to a reply channel).
 pub type ReplyId = u64;
 
-/// The driver's limits and timings.
+/// The driver's limits and timings (defaults from [`crate::limits`]).
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     /// Longest prepare phase, whatever deadline the client asked for.
     pub prepare_timeout_ms: u64,
-    /// Transactions being decided at once, at most; beyond, requests are refused as overloaded.
+    /// Transactions being decided (two-phase or one-phase) at once, at most; beyond, requests
+    /// are refused as overloaded.
     pub deciding_max: usize,
+    /// Registrations being proposed at once, at most.
+    pub registering_max: usize,
     /// Transactions per phase-2 message to one participant, at most.
     pub phase2_batch_max: usize,
     /// First phase-2 retry pause; doubles up to `phase2_backoff_max_ms`.
     pub phase2_backoff_min_ms: u64,
     /// Longest phase-2 retry pause.
     pub phase2_backoff_max_ms: u64,
+    /// First pause before a one-phase commit is sent again; doubles up to
+    /// `one_phase_backoff_max_ms`.
+    pub one_phase_backoff_min_ms: u64,
+    /// Longest pause between one-phase attempts.
+    pub one_phase_backoff_max_ms: u64,
     /// Acknowledgements per Forget proposal, at most.
     pub forget_batch_max: usize,
     /// Acknowledgements wait up to this long to be proposed together (or until a decision is
     /// proposed, or `forget_batch_max` are waiting): a Forget is bookkeeping, not on any
     /// caller's path, and one entry for many transactions saves a Raft round per transaction.
     pub forget_delay_ms: u64,
+    /// Completed outcomes are kept this long (C8, C11), then compacted.
+    pub outcome_retention_ms: u64,
+    /// How often the leader proposes a compaction.
+    pub compact_interval_ms: u64,
+    /// The planted bug switched on, if any (`ratify-jepsen selftest`; only bugs (c) and (d)
+    /// concern the driver). Production configurations leave it `None`.
+    pub planted: Option<Bug>,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
         Self {
-            prepare_timeout_ms: 10_000,
-            deciding_max: 100_000,
-            phase2_batch_max: 1_024,
-            phase2_backoff_min_ms: 50,
-            phase2_backoff_max_ms: 5_000,
-            forget_batch_max: 4_096,
-            forget_delay_ms: 10,
+            prepare_timeout_ms: limits::PREPARE_TIMEOUT.as_millis() as u64,
+            deciding_max: limits::DECIDING_MAX,
+            registering_max: limits::REGISTERING_MAX,
+            phase2_batch_max: limits::PARTICIPANT_BATCH_TXNS_MAX,
+            phase2_backoff_min_ms: limits::PHASE2_BACKOFF_MIN.as_millis() as u64,
+            phase2_backoff_max_ms: limits::PHASE2_BACKOFF_MAX.as_millis() as u64,
+            one_phase_backoff_min_ms: limits::ONE_PHASE_BACKOFF_MIN.as_millis() as u64,
+            one_phase_backoff_max_ms: limits::ONE_PHASE_BACKOFF_MAX.as_millis() as u64,
+            forget_batch_max: limits::FORGET_BATCH_MAX,
+            forget_delay_ms: limits::FORGET_DELAY.as_millis() as u64,
+            outcome_retention_ms: limits::OUTCOME_RETENTION.as_millis() as u64,
+            compact_interval_ms: limits::COMPACT_INTERVAL.as_millis() as u64,
+            planted: None,
         }
     }
 }
@@ -74,7 +102,8 @@ pub struct PendingPhase2 {
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// Commit with two or more participants (C3). Zero and one are the runtime's (C2).
+    /// A client's Commit: none (C2: committed, nothing to do), one (C2: one-phase commit at
+    /// that participant, nothing logged here) or two or more participants (C3).
     Commit {
         /// The transaction.
         txn_id: TxnId,
@@ -85,6 +114,8 @@ pub enum Input {
         /// Empty, or one per participant: the calls the initiator made to it, which the
         /// participant checks at Prepare (P10).
         call_counts: Vec<u32>,
+        /// The decision in the replicated state when the request arrived, if any: the answer.
+        recorded: Option<FinalDecision>,
         /// Who waits.
         reply: ReplyId,
     },
@@ -96,16 +127,39 @@ pub enum Input {
         participants: Vec<ParticipantId>,
         /// Why.
         message: String,
+        /// The decision in the replicated state when the request arrived, if any.
+        recorded: Option<FinalDecision>,
         /// Who waits.
         reply: ReplyId,
     },
-    /// An in-doubt participant asks; no decision is recorded yet (the runtime answers from the
-    /// replicated state when there is one).
+    /// An in-doubt participant asks for the decision (P6).
     Resolve {
         /// The transaction.
         txn_id: TxnId,
         /// Who asks.
         participant: ParticipantId,
+        /// The decision in the replicated state when the request arrived, if any.
+        recorded: Option<FinalDecision>,
+        /// Who waits.
+        reply: ReplyId,
+    },
+    /// An operator forces a decision (C4 still holds: an existing decision stands).
+    ForceResolve {
+        /// The transaction.
+        txn_id: TxnId,
+        /// The operator's decision.
+        decision: FinalDecision,
+        /// Who gets phase 2 if it is recorded.
+        participants: Vec<ParticipantId>,
+        /// Who waits.
+        reply: ReplyId,
+    },
+    /// A participant registers (or moves to) an endpoint.
+    Register {
+        /// Who.
+        participant: ParticipantId,
+        /// Where it listens.
+        endpoint: Endpoint,
         /// Who waits.
         reply: ReplyId,
     },
@@ -125,15 +179,29 @@ pub enum Input {
         /// Why.
         error: String,
     },
-    /// Decisions this leader proposed were applied (first-wins: maybe not as proposed).
-    Decided {
-        /// One per item, as applied.
-        applied: Vec<AppliedDecision>,
+    /// A one-phase commit's answer (`Unknown` also for no answer: the attempt is repeated).
+    OnePhaseResult {
+        /// The transaction.
+        txn_id: TxnId,
+        /// What the participant said.
+        outcome: OnePhaseOutcome,
     },
-    /// A proposal failed: this node is not the leader any more, or Raft stopped.
+    /// The state machine applied these changes (the apply feed, in log order, on every node).
+    Applied {
+        /// What changed.
+        effects: Vec<Effect>,
+    },
+    /// A Decide proposal failed: this node is not the leader any more, or Raft stopped.
     ProposeFailed {
         /// The proposal's transactions.
         txn_ids: Vec<TxnId>,
+    },
+    /// A registration proposal failed.
+    RegisterFailed {
+        /// Who.
+        participant: ParticipantId,
+        /// The endpoint proposed.
+        endpoint: Endpoint,
     },
     /// One participant's answers to a phase-2 batch.
     Acks {
@@ -154,21 +222,15 @@ pub enum Input {
         /// The acknowledgements.
         acks: Vec<PhaseTwoAck>,
     },
-    /// This node became the leader and has applied the whole log: resume phase 2 (C6).
+    /// This node became the leader and has applied the whole log: resume phase 2 (C6). The
+    /// apply feed brings every later decision.
     BecameLeader {
         /// Decided transactions not yet acknowledged by everyone.
         pending: Vec<PendingPhase2>,
     },
-    /// The replicated state's decided-but-unacknowledged transactions, read periodically on
-    /// the leader (C6): any this driver does not track (a decision applied after the scan at
-    /// [`Input::BecameLeader`] that this driver did not propose) gets its phase 2.
-    Reconcile {
-        /// Decided transactions not yet acknowledged by everyone, decided a while ago.
-        pending: Vec<PendingPhase2>,
-    },
     /// This node is no longer the leader.
     LostLeadership,
-    /// Time passed (deadlines, retries).
+    /// Time passed (deadlines, retries, compaction).
     Tick,
 }
 
@@ -179,6 +241,15 @@ pub enum Answer {
     Outcome(Outcome),
     /// For Resolve.
     Decision(FinalDecision),
+    /// For ForceResolve: the decision that stands, and whether the operator's made it.
+    Forced {
+        /// The decision that stands.
+        decision: FinalDecision,
+        /// True if the operator's decision was recorded; false if an earlier one stood.
+        changed: bool,
+    },
+    /// For Register: recorded.
+    Registered,
     /// This node cannot answer: not the leader (any more). The caller retries at the leader.
     NotLeader,
     /// Too many transactions being decided; retry later.
@@ -199,10 +270,28 @@ pub enum Action {
         /// The initiators' call counts for this participant, where reported (P10).
         call_counts: BTreeMap<TxnId, u32>,
     },
+    /// Send a one-phase commit (C2) for one transaction to its only participant.
+    SendOnePhase {
+        /// To whom.
+        participant: ParticipantId,
+        /// Which transaction.
+        txn_id: TxnId,
+        /// The initiator's call count there, if reported (P10).
+        call_count: Option<u32>,
+        /// No answer by then: the attempt is abandoned.
+        deadline_unix_ms: u64,
+    },
     /// Propose these decisions in one Raft entry.
     Propose {
         /// The decisions.
         items: Vec<DecideItem>,
+    },
+    /// Propose a participant's registration.
+    ProposeRegister {
+        /// Who.
+        participant: ParticipantId,
+        /// Where it listens.
+        endpoint: Endpoint,
     },
     /// Answer a caller.
     Reply {
@@ -225,6 +314,12 @@ pub enum Action {
         /// The acknowledgements.
         acks: Vec<PhaseTwoAck>,
     },
+    /// Propose dropping outcomes completed before this time (C8); the cut-off travels in the
+    /// command, so every node drops the same ones.
+    ProposeCompact {
+        /// The cut-off.
+        before_unix_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +327,7 @@ enum WaiterKind {
     Commit,
     Abort,
     Resolve,
+    Operator,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +359,19 @@ impl Deciding {
     }
 }
 
+/// A one-phase commit in progress (C2): retried until the participant answers COMMITTED or
+/// ABORTED, or the deadline passes (then the caller hears UNKNOWN, C10).
+#[derive(Debug, Clone)]
+struct OnePhase {
+    participant: ParticipantId,
+    call_count: Option<u32>,
+    deadline_unix_ms: u64,
+    due_unix_ms: u64,
+    backoff_ms: u64,
+    in_flight: bool,
+    waiters: Vec<ReplyId>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Delivery {
     due_unix_ms: u64,
@@ -282,21 +391,16 @@ pub struct Driver {
     config: DriverConfig,
     leader: bool,
     deciding: BTreeMap<TxnId, Deciding>,
+    one_phase: BTreeMap<TxnId, OnePhase>,
+    registering: BTreeMap<(ParticipantId, Endpoint), Vec<ReplyId>>,
     phase2: BTreeMap<TxnId, Phase2>,
     /// Acknowledged, not yet proposed in a Forget.
     acked: BTreeMap<TxnId, BTreeSet<ParticipantId>>,
     /// When the oldest of `acked` arrived.
     acked_since_ms: Option<u64>,
-    /// Transactions whose phase 2 [`Input::Reconcile`] had to pick up.
-    reconciled: u64,
-    /// Transactions in a Forget proposal not known to have failed, with when it was made:
-    /// reconciliation leaves them alone for [`FORGET_GRACE_MS`].
-    forgetting: BTreeMap<TxnId, u64>,
+    /// When the next compaction is due (while leading).
+    compact_due_ms: u64,
 }
-
-/// How long a proposed Forget may take to apply before reconciliation resends the
-/// transaction's phase 2 (a Forget lost with a leadership change is retried that way).
-pub const FORGET_GRACE_MS: u64 = 30_000;
 
 impl Driver {
     /// A driver that is not (yet) the leader.
@@ -305,18 +409,13 @@ impl Driver {
             config,
             leader: false,
             deciding: BTreeMap::new(),
+            one_phase: BTreeMap::new(),
+            registering: BTreeMap::new(),
             phase2: BTreeMap::new(),
             acked: BTreeMap::new(),
             acked_since_ms: None,
-            reconciled: 0,
-            forgetting: BTreeMap::new(),
+            compact_due_ms: 0,
         }
-    }
-
-    /// How many transactions' phase 2 a [`Input::Reconcile`] picked up since start (each one
-    /// a decision this driver had missed).
-    pub fn reconciled(&self) -> u64 {
-        self.reconciled
     }
 
     /// Whether it acts as the leader.
@@ -324,9 +423,9 @@ impl Driver {
         self.leader
     }
 
-    /// Transactions being decided.
+    /// Transactions being decided (two-phase and one-phase).
     pub fn deciding_len(&self) -> usize {
-        self.deciding.len()
+        self.deciding.len() + self.one_phase.len()
     }
 
     /// Phase-2 deliveries outstanding (transaction, participant) — the phase-2 backlog.
@@ -339,6 +438,10 @@ impl Driver {
         self.phase2.get(txn_id).map(|p| &p.decision)
     }
 
+    fn planted(&self, bug: Bug) -> bool {
+        self.config.planted == Some(bug)
+    }
+
     /// Advance: apply `input` at time `now_unix_ms`, return what to do.
     pub fn step(&mut self, now_unix_ms: u64, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
@@ -348,6 +451,7 @@ impl Driver {
                 participants,
                 deadline_unix_ms,
                 call_counts,
+                recorded,
                 reply,
             } => {
                 // Each participant with the initiator's count of its calls there, if reported.
@@ -361,6 +465,7 @@ impl Driver {
                     txn_id,
                     enlisted,
                     deadline_unix_ms,
+                    recorded,
                     reply,
                     &mut out,
                 )
@@ -369,13 +474,26 @@ impl Driver {
                 txn_id,
                 participants,
                 message,
+                recorded,
                 reply,
-            } => self.on_abort(txn_id, participants, message, reply, &mut out),
+            } => self.on_abort(txn_id, participants, message, recorded, reply, &mut out),
             Input::Resolve {
                 txn_id,
                 participant,
+                recorded,
                 reply,
-            } => self.on_resolve(txn_id, participant, reply, &mut out),
+            } => self.on_resolve(txn_id, participant, recorded, reply, &mut out),
+            Input::ForceResolve {
+                txn_id,
+                decision,
+                participants,
+                reply,
+            } => self.on_force_resolve(txn_id, decision, participants, reply, &mut out),
+            Input::Register {
+                participant,
+                endpoint,
+                reply,
+            } => self.on_register(participant, endpoint, reply, &mut out),
             Input::Votes { participant, votes } => {
                 for (txn_id, vote) in votes {
                     self.on_vote(txn_id, &participant, vote, &mut out);
@@ -404,9 +522,29 @@ impl Driver {
                     }
                 }
             }
-            Input::Decided { applied } => {
-                for a in applied {
-                    self.on_decided(now_unix_ms, a, &mut out);
+            Input::OnePhaseResult { txn_id, outcome } => {
+                self.on_one_phase_result(now_unix_ms, txn_id, outcome, &mut out)
+            }
+            Input::Applied { effects } => {
+                for effect in effects {
+                    match effect {
+                        Effect::Decided(a) => self.on_decided(now_unix_ms, a, &mut out),
+                        Effect::Registered {
+                            participant,
+                            endpoint,
+                        } => {
+                            for reply in self
+                                .registering
+                                .remove(&(participant, endpoint))
+                                .unwrap_or_default()
+                            {
+                                out.push(Action::Reply {
+                                    reply,
+                                    answer: Answer::Registered,
+                                });
+                            }
+                        }
+                    }
                 }
             }
             Input::ProposeFailed { txn_ids } => {
@@ -419,6 +557,21 @@ impl Driver {
                             });
                         }
                     }
+                }
+            }
+            Input::RegisterFailed {
+                participant,
+                endpoint,
+            } => {
+                for reply in self
+                    .registering
+                    .remove(&(participant, endpoint))
+                    .unwrap_or_default()
+                {
+                    out.push(Action::Reply {
+                        reply,
+                        answer: Answer::NotLeader,
+                    });
                 }
             }
             Input::Acks { participant, acks } => {
@@ -439,7 +592,6 @@ impl Driver {
                     self.acked_since_ms.get_or_insert(now_unix_ms);
                 }
                 for ack in acks {
-                    self.forgetting.remove(&ack.txn_id);
                     self.acked
                         .entry(ack.txn_id)
                         .or_default()
@@ -448,64 +600,33 @@ impl Driver {
             }
             Input::BecameLeader { pending } => {
                 self.leader = true;
+                self.compact_due_ms = now_unix_ms.saturating_add(self.config.compact_interval_ms);
                 for p in pending {
-                    let entry = self.phase2.entry(p.txn_id).or_insert_with(|| Phase2 {
-                        decision: p.decision.clone(),
-                        deliveries: BTreeMap::new(),
-                    });
-                    for participant in p.pending {
-                        entry.deliveries.entry(participant).or_insert(Delivery {
-                            due_unix_ms: now_unix_ms,
-                            backoff_ms: self.config.phase2_backoff_min_ms,
-                            in_flight: false,
-                        });
-                    }
+                    self.deliver(now_unix_ms, p.txn_id, p.decision, p.pending);
                 }
                 self.flush(now_unix_ms, &mut out);
             }
-            Input::Reconcile { pending } => {
-                if self.leader {
-                    let grace_from = now_unix_ms.saturating_sub(FORGET_GRACE_MS);
-                    self.forgetting.retain(|_, at| *at >= grace_from);
-                    for p in pending {
-                        if self.deciding.contains_key(&p.txn_id)
-                            || self.phase2.contains_key(&p.txn_id)
-                            || self.acked.contains_key(&p.txn_id)
-                            || self.forgetting.contains_key(&p.txn_id)
-                        {
-                            continue;
-                        }
-                        self.reconciled += 1;
-                        let entry = self.phase2.entry(p.txn_id).or_insert_with(|| Phase2 {
-                            decision: p.decision.clone(),
-                            deliveries: BTreeMap::new(),
-                        });
-                        for participant in p.pending {
-                            entry.deliveries.entry(participant).or_insert(Delivery {
-                                due_unix_ms: now_unix_ms,
-                                backoff_ms: self.config.phase2_backoff_min_ms,
-                                in_flight: false,
-                            });
-                        }
-                    }
-                    self.flush(now_unix_ms, &mut out);
-                }
-            }
             Input::LostLeadership => {
                 self.leader = false;
-                for (_, d) in std::mem::take(&mut self.deciding) {
-                    for (reply, _) in d.waiters {
-                        out.push(Action::Reply {
-                            reply,
-                            answer: Answer::NotLeader,
-                        });
-                    }
+                let deciding = std::mem::take(&mut self.deciding)
+                    .into_values()
+                    .flat_map(|d| d.waiters.into_iter().map(|(reply, _)| reply));
+                let one_phase = std::mem::take(&mut self.one_phase)
+                    .into_values()
+                    .flat_map(|o| o.waiters);
+                let registering = std::mem::take(&mut self.registering)
+                    .into_values()
+                    .flatten();
+                for reply in deciding.chain(one_phase).chain(registering) {
+                    out.push(Action::Reply {
+                        reply,
+                        answer: Answer::NotLeader,
+                    });
                 }
                 // Phase 2 and unproposed acks belong to the next leader (from the replicated
                 // state); at worst it resends a message a participant already applied (P7).
                 self.phase2.clear();
                 self.acked.clear();
-                self.forgetting.clear();
                 self.acked_since_ms = None;
             }
             Input::Tick => {
@@ -530,6 +651,15 @@ impl Driver {
                     };
                     self.propose(txn_id, FinalDecision::Abort(info), &mut out);
                 }
+                self.tick_one_phase(now_unix_ms, &mut out);
+                if self.leader && now_unix_ms >= self.compact_due_ms {
+                    self.compact_due_ms =
+                        now_unix_ms.saturating_add(self.config.compact_interval_ms);
+                    out.push(Action::ProposeCompact {
+                        before_unix_ms: now_unix_ms
+                            .saturating_sub(self.config.outcome_retention_ms),
+                    });
+                }
                 self.flush(now_unix_ms, &mut out);
             }
         }
@@ -540,16 +670,18 @@ impl Driver {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_commit(
         &mut self,
         now: u64,
         txn_id: TxnId,
         enlisted: Vec<(ParticipantId, Option<u32>)>,
         deadline_unix_ms: u64,
+        recorded: Option<FinalDecision>,
         reply: ReplyId,
         out: &mut Vec<Action>,
     ) {
-        if self.answer_early(&txn_id, reply, WaiterKind::Commit, out) {
+        if self.answer_early(&txn_id, recorded, reply, WaiterKind::Commit, out) {
             return;
         }
         if let Some(d) = self.deciding.get_mut(&txn_id) {
@@ -557,7 +689,19 @@ impl Driver {
             d.waiters.push((reply, WaiterKind::Commit));
             return;
         }
-        if self.deciding.len() >= self.config.deciding_max {
+        if let Some(o) = self.one_phase.get_mut(&txn_id) {
+            o.waiters.push(reply);
+            return;
+        }
+        if enlisted.is_empty() {
+            // C2: nothing to commit anywhere.
+            out.push(Action::Reply {
+                reply,
+                answer: Answer::Outcome(Outcome::Committed),
+            });
+            return;
+        }
+        if self.deciding_len() >= self.config.deciding_max {
             out.push(Action::Reply {
                 reply,
                 answer: Answer::Overloaded,
@@ -565,6 +709,29 @@ impl Driver {
             return;
         }
         let deadline = deadline_unix_ms.min(now.saturating_add(self.config.prepare_timeout_ms));
+        if let [(participant, call_count)] = &enlisted[..] {
+            // C2: one participant decides alone, in one step there; nothing is logged here.
+            // A retry (here or at another leader) gets the participant's recorded outcome.
+            out.push(Action::SendOnePhase {
+                participant: participant.clone(),
+                txn_id,
+                call_count: *call_count,
+                deadline_unix_ms: deadline,
+            });
+            self.one_phase.insert(
+                txn_id,
+                OnePhase {
+                    participant: participant.clone(),
+                    call_count: *call_count,
+                    deadline_unix_ms: deadline,
+                    due_unix_ms: now,
+                    backoff_ms: self.config.one_phase_backoff_min_ms,
+                    in_flight: true,
+                    waiters: vec![reply],
+                },
+            );
+            return;
+        }
         let mut participants = Vec::with_capacity(enlisted.len());
         for (p, calls) in enlisted {
             out.push(Action::SendPrepare {
@@ -589,21 +756,101 @@ impl Driver {
         );
     }
 
+    fn on_one_phase_result(
+        &mut self,
+        now: u64,
+        txn_id: TxnId,
+        outcome: OnePhaseOutcome,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(o) = self.one_phase.get_mut(&txn_id) else {
+            return; // Late: the deadline passed, or leadership changed.
+        };
+        let answer = match outcome {
+            OnePhaseOutcome::Committed => Outcome::Committed,
+            OnePhaseOutcome::Aborted { reason, message } => Outcome::Aborted(AbortInfo {
+                cause: AbortCause::VotedNo,
+                participant: Some(o.participant.clone()),
+                no_reason: Some(reason),
+                message,
+            }),
+            OnePhaseOutcome::Unknown { .. } => {
+                // Nothing known durable there: ask again after a pause (C2, C10).
+                o.in_flight = false;
+                o.due_unix_ms = now.saturating_add(o.backoff_ms);
+                o.backoff_ms = (o.backoff_ms * 2).min(self.config.one_phase_backoff_max_ms);
+                return;
+            }
+        };
+        for reply in self
+            .one_phase
+            .remove(&txn_id)
+            .map(|o| o.waiters)
+            .unwrap_or_default()
+        {
+            out.push(Action::Reply {
+                reply,
+                answer: Answer::Outcome(answer.clone()),
+            });
+        }
+    }
+
+    fn tick_one_phase(&mut self, now: u64, out: &mut Vec<Action>) {
+        let expired: Vec<TxnId> = self
+            .one_phase
+            .iter()
+            .filter(|(_, o)| o.deadline_unix_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for txn_id in expired {
+            // C10: never a guess.
+            for reply in self
+                .one_phase
+                .remove(&txn_id)
+                .map(|o| o.waiters)
+                .unwrap_or_default()
+            {
+                out.push(Action::Reply {
+                    reply,
+                    answer: Answer::Outcome(Outcome::Unknown),
+                });
+            }
+        }
+        for (txn_id, o) in &mut self.one_phase {
+            if !o.in_flight && o.due_unix_ms <= now {
+                o.in_flight = true;
+                out.push(Action::SendOnePhase {
+                    participant: o.participant.clone(),
+                    txn_id: *txn_id,
+                    call_count: o.call_count,
+                    deadline_unix_ms: o.deadline_unix_ms,
+                });
+            }
+        }
+    }
+
     /// Answer at once when this node cannot decide (not the leader) or already knows the
-    /// decision (phase 2 in progress here). Returns whether it answered.
+    /// decision (recorded in the replicated state, or phase 2 in progress here). Returns
+    /// whether it answered.
     fn answer_early(
         &self,
         txn_id: &TxnId,
+        recorded: Option<FinalDecision>,
         reply: ReplyId,
         kind: WaiterKind,
         out: &mut Vec<Action>,
     ) -> bool {
+        let known = recorded.or_else(|| self.phase2.get(txn_id).map(|p| p.decision.clone()));
         let answer = if !self.leader {
             Answer::NotLeader
-        } else if let Some(p) = self.phase2.get(txn_id) {
+        } else if let Some(decision) = known {
             match kind {
-                WaiterKind::Resolve => Answer::Decision(p.decision.clone()),
-                WaiterKind::Commit | WaiterKind::Abort => Answer::Outcome(p.decision.outcome()),
+                WaiterKind::Resolve => Answer::Decision(decision),
+                WaiterKind::Commit | WaiterKind::Abort => Answer::Outcome(decision.outcome()),
+                WaiterKind::Operator => Answer::Forced {
+                    decision,
+                    changed: false,
+                },
             }
         } else {
             return false;
@@ -612,25 +859,39 @@ impl Driver {
         true
     }
 
-    fn on_abort(
+    /// `reply` waits for `txn_id`'s decision: joins the transaction being decided, or starts
+    /// deciding one (with no prepare round: Abort, Resolve, ForceResolve) over `participants`.
+    fn wait_for(
         &mut self,
         txn_id: TxnId,
         participants: Vec<ParticipantId>,
-        message: String,
         reply: ReplyId,
-        out: &mut Vec<Action>,
-    ) {
-        if self.answer_early(&txn_id, reply, WaiterKind::Abort, out) {
-            return;
-        }
+        kind: WaiterKind,
+    ) -> &mut Deciding {
         let d = self.deciding.entry(txn_id).or_insert_with(|| Deciding {
-            participants: participants.clone(),
+            participants,
             votes: BTreeMap::new(),
             deadline_unix_ms: 0,
             waiters: Vec::new(),
             proposed: None,
         });
-        d.waiters.push((reply, WaiterKind::Abort));
+        d.waiters.push((reply, kind));
+        d
+    }
+
+    fn on_abort(
+        &mut self,
+        txn_id: TxnId,
+        participants: Vec<ParticipantId>,
+        message: String,
+        recorded: Option<FinalDecision>,
+        reply: ReplyId,
+        out: &mut Vec<Action>,
+    ) {
+        if self.answer_early(&txn_id, recorded, reply, WaiterKind::Abort, out) {
+            return;
+        }
+        let d = self.wait_for(txn_id, participants, reply, WaiterKind::Abort);
         if d.proposed.is_none() {
             // Abort is always allowed before a decision.
             let info = AbortInfo::new(AbortCause::ClientAbort, message);
@@ -647,10 +908,37 @@ impl Driver {
         &mut self,
         txn_id: TxnId,
         participant: ParticipantId,
+        recorded: Option<FinalDecision>,
         reply: ReplyId,
         out: &mut Vec<Action>,
     ) {
-        if self.answer_early(&txn_id, reply, WaiterKind::Resolve, out) {
+        let info = AbortInfo {
+            cause: AbortCause::ResolvedByParticipant,
+            participant: Some(participant.clone()),
+            no_reason: None,
+            message: String::new(),
+        };
+        if self.planted(Bug::LastWins) && self.leader {
+            // Planted bug (d): propose ABORT over any earlier decision (with the state
+            // machine's last-wins apply, it overwrites a COMMIT).
+            let d = self.wait_for(
+                txn_id,
+                vec![participant.clone()],
+                reply,
+                WaiterKind::Resolve,
+            );
+            out.push(Action::Propose {
+                items: vec![DecideItem {
+                    txn_id,
+                    decision: FinalDecision::Abort(info.clone()),
+                    source: DecisionSource::Resolve,
+                    participants: vec![participant],
+                }],
+            });
+            d.proposed = Some(FinalDecision::Abort(info));
+            return;
+        }
+        if self.answer_early(&txn_id, recorded, reply, WaiterKind::Resolve, out) {
             return;
         }
         if let Some(d) = self.deciding.get_mut(&txn_id) {
@@ -661,23 +949,69 @@ impl Driver {
         }
         // No decision anywhere: the participant waited long enough; decide ABORT (first-wins
         // keeps any decision that races it).
-        let info = AbortInfo {
-            cause: AbortCause::ResolvedByParticipant,
-            participant: Some(participant.clone()),
-            no_reason: None,
-            message: String::new(),
-        };
-        self.deciding.insert(
-            txn_id,
-            Deciding {
-                participants: vec![participant],
-                votes: BTreeMap::new(),
-                deadline_unix_ms: 0,
-                waiters: vec![(reply, WaiterKind::Resolve)],
-                proposed: None,
-            },
-        );
+        self.wait_for(txn_id, vec![participant], reply, WaiterKind::Resolve);
         self.propose(txn_id, FinalDecision::Abort(info), out);
+    }
+
+    /// An operator's decision is proposed like any other (C4: first-wins keeps an earlier
+    /// one); the operator hears the decision that stands and whether theirs made it.
+    fn on_force_resolve(
+        &mut self,
+        txn_id: TxnId,
+        decision: FinalDecision,
+        participants: Vec<ParticipantId>,
+        reply: ReplyId,
+        out: &mut Vec<Action>,
+    ) {
+        if self.answer_early(&txn_id, None, reply, WaiterKind::Operator, out) {
+            return;
+        }
+        let mut targets: BTreeSet<ParticipantId> = participants.iter().cloned().collect();
+        let d = self.wait_for(txn_id, participants, reply, WaiterKind::Operator);
+        // Phase 2 goes to whoever the operator names and whoever this leader asked to prepare.
+        targets.extend(d.participants.iter().cloned());
+        d.proposed.get_or_insert_with(|| decision.clone());
+        out.push(Action::Propose {
+            items: vec![DecideItem {
+                txn_id,
+                decision,
+                source: DecisionSource::Operator,
+                participants: targets.into_iter().collect(),
+            }],
+        });
+    }
+
+    fn on_register(
+        &mut self,
+        participant: ParticipantId,
+        endpoint: Endpoint,
+        reply: ReplyId,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.leader {
+            out.push(Action::Reply {
+                reply,
+                answer: Answer::NotLeader,
+            });
+            return;
+        }
+        let key = (participant, endpoint);
+        if let Some(waiters) = self.registering.get_mut(&key) {
+            waiters.push(reply); // The same registration is on its way.
+            return;
+        }
+        if self.registering.len() >= self.config.registering_max {
+            out.push(Action::Reply {
+                reply,
+                answer: Answer::Overloaded,
+            });
+            return;
+        }
+        out.push(Action::ProposeRegister {
+            participant: key.0.clone(),
+            endpoint: key.1.clone(),
+        });
+        self.registering.insert(key, vec![reply]);
     }
 
     fn on_vote(
@@ -714,6 +1048,7 @@ impl Driver {
         let source = match self.deciding.get(&txn_id).and_then(|d| d.waiters.first()) {
             Some((_, WaiterKind::Resolve)) => DecisionSource::Resolve,
             Some((_, WaiterKind::Abort)) => DecisionSource::ClientAbort,
+            Some((_, WaiterKind::Operator)) => DecisionSource::Operator,
             Some((_, WaiterKind::Commit)) | None => DecisionSource::Commit,
         };
         self.propose_as(txn_id, decision, source, out);
@@ -726,6 +1061,7 @@ impl Driver {
         source: DecisionSource,
         out: &mut Vec<Action>,
     ) {
+        let answer_before_apply = self.planted(Bug::AnswerBeforeApply);
         let d = self
             .deciding
             .get_mut(&txn_id)
@@ -737,9 +1073,7 @@ impl Driver {
             FinalDecision::Abort(_) => d.may_have_prepared(),
         };
         d.proposed = Some(decision.clone());
-        if decision == FinalDecision::Commit
-            && ratify_proto::planted::active(ratify_proto::planted::Bug::AnswerBeforeApply)
-        {
+        if decision == FinalDecision::Commit && answer_before_apply {
             // Planted bug (c): tell the client before Raft has the decision.
             d.waiters.retain(|(reply, kind)| {
                 if *kind == WaiterKind::Commit {
@@ -762,22 +1096,13 @@ impl Driver {
         });
     }
 
+    /// A decision was applied (from the apply feed: this driver's proposal or anyone's).
     fn on_decided(&mut self, now: u64, applied: AppliedDecision, out: &mut Vec<Action>) {
         let Some(d) = self.deciding.remove(&applied.txn_id) else {
-            // Decided outside this driver (an operator's ForceResolve): deliver phase 2 of a
-            // new decision too.
-            if applied.newly_decided && !applied.pending.is_empty() && self.leader {
-                let entry = self.phase2.entry(applied.txn_id).or_insert_with(|| Phase2 {
-                    decision: applied.decision.clone(),
-                    deliveries: BTreeMap::new(),
-                });
-                for p in applied.pending {
-                    entry.deliveries.entry(p).or_insert(Delivery {
-                        due_unix_ms: now,
-                        backoff_ms: self.config.phase2_backoff_min_ms,
-                        in_flight: false,
-                    });
-                }
+            // Not proposed by this driver (an earlier leader's entry committed late): deliver
+            // phase 2 of a new decision too (C6). Followers keep nothing.
+            if applied.newly_decided && self.leader {
+                self.deliver(now, applied.txn_id, applied.decision, applied.pending);
                 self.flush(now, out);
             }
             return;
@@ -788,6 +1113,10 @@ impl Driver {
                     Answer::Outcome(applied.decision.outcome())
                 }
                 WaiterKind::Resolve => Answer::Decision(applied.decision.clone()),
+                WaiterKind::Operator => Answer::Forced {
+                    decision: applied.decision.clone(),
+                    changed: applied.newly_decided && applied.source == DecisionSource::Operator,
+                },
             };
             out.push(Action::Reply {
                 reply: *reply,
@@ -797,28 +1126,40 @@ impl Driver {
         // Phase 2 (C6): the standing record's pending participants, plus — when an earlier
         // ABORT won over this leader's proposal — everyone who may have prepared for it here,
         // so they need not wait to resolve.
-        let mut targets: BTreeSet<ParticipantId> = applied.pending.iter().cloned().collect();
+        let mut targets: BTreeSet<ParticipantId> = applied.pending.into_iter().collect();
         if !applied.newly_decided && matches!(applied.decision, FinalDecision::Abort(_)) {
             targets.extend(d.may_have_prepared());
         }
-        if targets.is_empty() {
+        if targets.is_empty() || !self.leader {
             return;
         }
-        if !self.leader {
+        self.deliver(now, applied.txn_id, applied.decision, targets);
+        self.flush(now, out);
+    }
+
+    /// Track phase-2 deliveries of `decision` to `to` (idempotent).
+    fn deliver(
+        &mut self,
+        now: u64,
+        txn_id: TxnId,
+        decision: FinalDecision,
+        to: impl IntoIterator<Item = ParticipantId>,
+    ) {
+        let mut to = to.into_iter().peekable();
+        if to.peek().is_none() {
             return;
         }
-        let entry = self.phase2.entry(applied.txn_id).or_insert_with(|| Phase2 {
-            decision: applied.decision.clone(),
+        let entry = self.phase2.entry(txn_id).or_insert_with(|| Phase2 {
+            decision,
             deliveries: BTreeMap::new(),
         });
-        for p in targets {
-            entry.deliveries.entry(p).or_insert(Delivery {
+        for participant in to {
+            entry.deliveries.entry(participant).or_insert(Delivery {
                 due_unix_ms: now,
                 backoff_ms: self.config.phase2_backoff_min_ms,
                 in_flight: false,
             });
         }
-        self.flush(now, out);
     }
 
     fn on_ack(&mut self, now: u64, txn_id: TxnId, participant: &ParticipantId, status: AckStatus) {
@@ -910,7 +1251,6 @@ impl Driver {
                 let Some((txn_id, participants)) = self.acked.pop_first() else {
                     break;
                 };
-                self.forgetting.insert(txn_id, now);
                 acks.push(PhaseTwoAck {
                     txn_id,
                     participants: participants.into_iter().collect(),
@@ -948,9 +1288,22 @@ impl Driver {
                 "{id}: phase 2 with nothing to deliver"
             );
         }
+        for (id, o) in &self.one_phase {
+            assert!(
+                !o.waiters.is_empty(),
+                "{id}: one-phase commit nobody waits for"
+            );
+            assert!(
+                !self.deciding.contains_key(id),
+                "{id}: one-phase and two-phase at once"
+            );
+        }
         if !self.leader {
             assert!(
-                self.deciding.is_empty() && self.phase2.is_empty(),
+                self.deciding.is_empty()
+                    && self.phase2.is_empty()
+                    && self.one_phase.is_empty()
+                    && self.registering.is_empty(),
                 "work held while not leader"
             );
         }
@@ -990,6 +1343,7 @@ mod tests {
                 participants: vec![p("a"), p("b")],
                 deadline_unix_ms: now + 1_000,
                 call_counts: vec![],
+                recorded: None,
                 reply,
             },
         )
@@ -1018,15 +1372,26 @@ mod tests {
         }
     }
 
-    fn applied(id: TxnId, decision: FinalDecision, newly: bool, pending: &[&str]) -> Input {
-        Input::Decided {
-            applied: vec![AppliedDecision {
+    fn applied_as(
+        id: TxnId,
+        decision: FinalDecision,
+        newly: bool,
+        pending: &[&str],
+        source: DecisionSource,
+    ) -> Input {
+        Input::Applied {
+            effects: vec![Effect::Decided(AppliedDecision {
                 txn_id: id,
                 decision,
                 newly_decided: newly,
                 pending: pending.iter().map(|s| p(s)).collect(),
-            }],
+                source,
+            })],
         }
+    }
+
+    fn applied(id: TxnId, decision: FinalDecision, newly: bool, pending: &[&str]) -> Input {
+        applied_as(id, decision, newly, pending, DecisionSource::Commit)
     }
 
     /// C3, C4, C5, C6, C7: all YES → propose COMMIT for the YES voters → answer with the
@@ -1343,6 +1708,7 @@ mod tests {
             Input::Resolve {
                 txn_id: t,
                 participant: p("a"),
+                recorded: None,
                 reply: 5,
             },
         );
@@ -1358,6 +1724,7 @@ mod tests {
                 Input::Resolve {
                     txn_id: u,
                     participant: p("a"),
+                    recorded: None,
                     reply: 2,
                 }
             )
@@ -1376,115 +1743,429 @@ mod tests {
         }));
     }
 
-    /// C6: a decision this driver missed (applied after its leadership scan, not proposed by
-    /// it) is picked up by the periodic reconciliation; tracked ones are left alone.
+    /// C6: the apply feed brings every decision, whoever proposed it. One this driver did not
+    /// propose (an earlier leader's entry committed late) gets its phase 2; one it tracks, or
+    /// one that was not new, adds nothing; a follower keeps nothing.
     #[test]
-    fn reconcile_picks_up_missed_decisions_only() {
-        let mut d = Driver::new(DriverConfig::default());
-        d.step(0, Input::BecameLeader { pending: vec![] });
-        let tracked = txn(21);
-        commit(&mut d, 0, tracked, 1);
+    fn applied_decisions_from_elsewhere_get_phase_two() {
+        let mut d = leader();
         let missed = txn(22);
-        let pending = |id| PendingPhase2 {
-            txn_id: id,
-            decision: FinalDecision::Abort(AbortInfo::new(AbortCause::ClientAbort, String::new())),
-            pending: vec![p("a"), p("b")],
+        let abort = FinalDecision::Abort(AbortInfo::new(AbortCause::ClientAbort, String::new()));
+        let send = |to: &str| Action::SendPhase2 {
+            participant: p(to),
+            decision: Decision::Abort,
+            txn_ids: vec![missed],
         };
-        let actions = d.step(
-            5,
-            Input::Reconcile {
-                pending: vec![pending(tracked), pending(missed)],
-            },
-        );
-        let sent: Vec<_> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::SendPhase2 {
-                    participant,
-                    txn_ids,
-                    ..
-                } => Some((participant.clone(), txn_ids.clone())),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(sent, vec![(p("a"), vec![missed]), (p("b"), vec![missed])]);
-        assert_eq!(d.reconciled(), 1);
-        // Already tracked now: a second reconcile adds nothing.
-        let again = d.step(
-            6,
-            Input::Reconcile {
-                pending: vec![pending(missed)],
-            },
+        assert_eq!(
+            d.step(5, applied(missed, abort.clone(), true, &["a", "b"])),
+            vec![send("a"), send("b")]
         );
         assert!(
-            again
-                .iter()
-                .all(|a| !matches!(a, Action::SendPhase2 { .. }))
-        );
-        // A transaction whose Forget was just proposed is left alone until the grace ends.
-        let acked = txn(23);
-        d.step(
-            7,
-            Input::Reconcile {
-                pending: vec![pending(acked)],
-            },
-        );
-        d.step(
-            8,
-            Input::Acks {
-                participant: p("a"),
-                acks: vec![(acked, AckStatus::Applied)],
-            },
-        );
-        let forget = d.step(
-            9,
-            Input::Acks {
-                participant: p("b"),
-                acks: vec![(acked, AckStatus::Applied)],
-            },
-        );
-        let forget = [
-            forget,
-            d.step(9 + DriverConfig::default().forget_delay_ms, Input::Tick),
-        ]
-        .concat();
-        assert!(
-            forget
-                .iter()
-                .any(|a| matches!(a, Action::ProposeForget { .. })),
-            "{forget:?}"
-        );
-        let during = d.step(
-            100,
-            Input::Reconcile {
-                pending: vec![pending(acked)],
-            },
+            d.step(6, applied(missed, abort.clone(), false, &["a", "b"]))
+                .is_empty(),
+            "a repeated decision is already being delivered"
         );
         assert!(
-            during
-                .iter()
-                .all(|a| !matches!(a, Action::SendPhase2 { .. }))
+            d.step(7, applied(txn(23), abort.clone(), false, &["a"]))
+                .is_empty(),
+            "not new and not proposed here: whoever recorded it delivers it"
         );
-        let after = d.step(
-            100 + FORGET_GRACE_MS,
-            Input::Reconcile {
-                pending: vec![pending(acked)],
-            },
-        );
-        assert!(
-            after.iter().any(|a| matches!(a, Action::SendPhase2 { .. })),
-            "{after:?}"
-        );
-        // A follower ignores it.
         let mut f = Driver::new(DriverConfig::default());
         assert!(
-            f.step(
-                0,
-                Input::Reconcile {
-                    pending: vec![pending(missed)]
+            f.step(0, applied(missed, abort, true, &["a"])).is_empty(),
+            "a follower ignores it"
+        );
+    }
+
+    /// C2: a Commit with one participant is a one-phase commit there, retried on UNKNOWN with
+    /// backoff until the deadline (then UNKNOWN, C10); nothing is proposed to Raft.
+    #[test]
+    fn one_participant_commits_in_one_phase() {
+        let mut d = leader();
+        let t = txn(30);
+        let one = |d: &mut Driver, now: u64, reply: ReplyId| {
+            d.step(
+                now,
+                Input::Commit {
+                    txn_id: t,
+                    participants: vec![p("a")],
+                    deadline_unix_ms: 1_000,
+                    call_counts: vec![3],
+                    recorded: None,
+                    reply,
+                },
+            )
+        };
+        let send = Action::SendOnePhase {
+            participant: p("a"),
+            txn_id: t,
+            call_count: Some(3),
+            deadline_unix_ms: 1_000,
+        };
+        assert_eq!(one(&mut d, 0, 1), vec![send.clone()]);
+        assert!(one(&mut d, 1, 2).is_empty(), "a retry joins the attempt");
+        assert!(d.step(2, Input::Tick).is_empty(), "in flight");
+        let unknown = OnePhaseOutcome::Unknown {
+            message: "disk".into(),
+        };
+        assert!(
+            d.step(
+                10,
+                Input::OnePhaseResult {
+                    txn_id: t,
+                    outcome: unknown.clone()
                 }
             )
             .is_empty()
+        );
+        assert!(d.step(29, Input::Tick).is_empty(), "backing off 20 ms");
+        assert_eq!(d.step(30, Input::Tick), vec![send.clone()]);
+        d.step(
+            40,
+            Input::OnePhaseResult {
+                txn_id: t,
+                outcome: unknown,
+            },
+        );
+        assert!(d.step(79, Input::Tick).is_empty(), "backing off 40 ms");
+        assert_eq!(d.step(80, Input::Tick), vec![send]);
+        let aborted = Outcome::Aborted(AbortInfo {
+            cause: AbortCause::VotedNo,
+            participant: Some(p("a")),
+            no_reason: Some(NoReason::CallFailed),
+            message: "m".into(),
+        });
+        assert_eq!(
+            d.step(
+                90,
+                Input::OnePhaseResult {
+                    txn_id: t,
+                    outcome: OnePhaseOutcome::Aborted {
+                        reason: NoReason::CallFailed,
+                        message: "m".into()
+                    }
+                }
+            ),
+            vec![
+                Action::Reply {
+                    reply: 1,
+                    answer: Answer::Outcome(aborted.clone())
+                },
+                Action::Reply {
+                    reply: 2,
+                    answer: Answer::Outcome(aborted)
+                }
+            ]
+        );
+        // Past the deadline with no answer: UNKNOWN, never a guess; a late answer is ignored.
+        let u = txn(31);
+        d.step(
+            100,
+            Input::Commit {
+                txn_id: u,
+                participants: vec![p("a")],
+                deadline_unix_ms: 500,
+                call_counts: vec![],
+                recorded: None,
+                reply: 3,
+            },
+        );
+        assert_eq!(
+            d.step(500, Input::Tick),
+            vec![Action::Reply {
+                reply: 3,
+                answer: Answer::Outcome(Outcome::Unknown)
+            }]
+        );
+        assert!(
+            d.step(
+                501,
+                Input::OnePhaseResult {
+                    txn_id: u,
+                    outcome: OnePhaseOutcome::Committed
+                }
+            )
+            .is_empty()
+        );
+        assert_eq!(d.deciding_len(), 0);
+    }
+
+    /// C2: no participants commits at once; a recorded decision answers at once (C11).
+    #[test]
+    fn empty_and_recorded_commits_answer_at_once() {
+        let mut d = leader();
+        let commit_with = |d: &mut Driver, participants: Vec<ParticipantId>, recorded| {
+            d.step(
+                0,
+                Input::Commit {
+                    txn_id: txn(32),
+                    participants,
+                    deadline_unix_ms: 1_000,
+                    call_counts: vec![],
+                    recorded,
+                    reply: 1,
+                },
+            )
+        };
+        assert_eq!(
+            commit_with(&mut d, vec![], None),
+            vec![Action::Reply {
+                reply: 1,
+                answer: Answer::Outcome(Outcome::Committed)
+            }]
+        );
+        let info = AbortInfo::new(AbortCause::ClientAbort, "gone");
+        assert_eq!(
+            commit_with(
+                &mut d,
+                vec![p("a"), p("b")],
+                Some(FinalDecision::Abort(info.clone()))
+            ),
+            vec![Action::Reply {
+                reply: 1,
+                answer: Answer::Outcome(Outcome::Aborted(info))
+            }]
+        );
+        assert_eq!(d.deciding_len(), 0);
+    }
+
+    /// ForceResolve is proposed through the driver with the operator as source; the operator
+    /// hears whether theirs stood, and the new decision's phase 2 starts (C4, C6).
+    #[test]
+    fn force_resolve_is_proposed_and_answered() {
+        let mut d = leader();
+        let t = txn(40);
+        let force = |d: &mut Driver, reply| {
+            d.step(
+                0,
+                Input::ForceResolve {
+                    txn_id: t,
+                    decision: FinalDecision::Commit,
+                    participants: vec![p("b"), p("a")],
+                    reply,
+                },
+            )
+        };
+        assert_eq!(
+            force(&mut d, 1),
+            vec![Action::Propose {
+                items: vec![DecideItem {
+                    txn_id: t,
+                    decision: FinalDecision::Commit,
+                    source: DecisionSource::Operator,
+                    participants: vec![p("a"), p("b")],
+                }]
+            }]
+        );
+        assert_eq!(
+            d.step(
+                1,
+                applied_as(
+                    t,
+                    FinalDecision::Commit,
+                    true,
+                    &["a", "b"],
+                    DecisionSource::Operator
+                )
+            ),
+            vec![
+                Action::Reply {
+                    reply: 1,
+                    answer: Answer::Forced {
+                        decision: FinalDecision::Commit,
+                        changed: true
+                    }
+                },
+                Action::SendPhase2 {
+                    participant: p("a"),
+                    decision: Decision::Commit,
+                    txn_ids: vec![t]
+                },
+                Action::SendPhase2 {
+                    participant: p("b"),
+                    decision: Decision::Commit,
+                    txn_ids: vec![t]
+                },
+            ]
+        );
+        // Again, while phase 2 runs: the decision stands, unchanged.
+        assert_eq!(
+            force(&mut d, 2),
+            vec![Action::Reply {
+                reply: 2,
+                answer: Answer::Forced {
+                    decision: FinalDecision::Commit,
+                    changed: false
+                }
+            }]
+        );
+        // An operator racing the driver's own decision: the driver's COMMIT applied first.
+        let u = txn(41);
+        commit(&mut d, 10, u, 3);
+        let abort = FinalDecision::Abort(AbortInfo::new(AbortCause::Operator, "stuck"));
+        let out = d.step(
+            11,
+            Input::ForceResolve {
+                txn_id: u,
+                decision: abort,
+                participants: vec![],
+                reply: 4,
+            },
+        );
+        assert!(
+            matches!(&out[..], [Action::Propose { items }] if items[0].source == DecisionSource::Operator
+                && items[0].participants == vec![p("a"), p("b")]),
+            "{out:?}"
+        );
+        let out = d.step(12, applied(u, FinalDecision::Commit, true, &["a"]));
+        assert!(out.contains(&Action::Reply {
+            reply: 4,
+            answer: Answer::Forced {
+                decision: FinalDecision::Commit,
+                changed: false
+            }
+        }));
+        assert!(out.contains(&Action::Reply {
+            reply: 3,
+            answer: Answer::Outcome(Outcome::Committed)
+        }));
+        // Not the leader: NOT_LEADER.
+        let mut f = Driver::new(DriverConfig::default());
+        assert_eq!(
+            force(&mut f, 5),
+            vec![Action::Reply {
+                reply: 5,
+                answer: Answer::NotLeader
+            }]
+        );
+    }
+
+    /// Registrations are proposed once per (participant, endpoint) and answered when applied.
+    #[test]
+    fn registration_is_proposed_and_answered_when_applied() {
+        let mut d = leader();
+        let e = Endpoint::new("http://127.0.0.1:7000".to_owned()).expect("valid");
+        let register = |d: &mut Driver, reply| {
+            d.step(
+                0,
+                Input::Register {
+                    participant: p("a"),
+                    endpoint: e.clone(),
+                    reply,
+                },
+            )
+        };
+        assert_eq!(
+            register(&mut d, 1),
+            vec![Action::ProposeRegister {
+                participant: p("a"),
+                endpoint: e.clone()
+            }]
+        );
+        assert!(register(&mut d, 2).is_empty(), "joins the same proposal");
+        assert_eq!(
+            d.step(
+                1,
+                Input::Applied {
+                    effects: vec![Effect::Registered {
+                        participant: p("a"),
+                        endpoint: e.clone()
+                    }]
+                }
+            ),
+            vec![
+                Action::Reply {
+                    reply: 1,
+                    answer: Answer::Registered
+                },
+                Action::Reply {
+                    reply: 2,
+                    answer: Answer::Registered
+                }
+            ]
+        );
+        register(&mut d, 3);
+        assert_eq!(
+            d.step(
+                2,
+                Input::RegisterFailed {
+                    participant: p("a"),
+                    endpoint: e
+                }
+            ),
+            vec![Action::Reply {
+                reply: 3,
+                answer: Answer::NotLeader
+            }]
+        );
+    }
+
+    /// C8: the leader proposes a compaction every `compact_interval_ms`, cutting at now minus
+    /// the retention.
+    #[test]
+    fn compaction_is_proposed_on_schedule() {
+        let config = DriverConfig {
+            outcome_retention_ms: 1_000,
+            compact_interval_ms: 100,
+            ..DriverConfig::default()
+        };
+        let mut d = Driver::new(config);
+        d.step(5_000, Input::BecameLeader { pending: vec![] });
+        assert!(d.step(5_099, Input::Tick).is_empty());
+        assert_eq!(
+            d.step(5_100, Input::Tick),
+            vec![Action::ProposeCompact {
+                before_unix_ms: 4_100
+            }]
+        );
+        assert!(d.step(5_150, Input::Tick).is_empty());
+    }
+
+    /// Planted bugs come from the configuration: (c) answers before apply, (d) proposes ABORT
+    /// over a recorded decision. Without them the same inputs behave.
+    #[test]
+    fn planted_bugs_are_configuration() {
+        let planted = |bug| {
+            let mut d = Driver::new(DriverConfig {
+                planted: Some(bug),
+                ..DriverConfig::default()
+            });
+            d.step(0, Input::BecameLeader { pending: vec![] });
+            d
+        };
+        let t = txn(50);
+        let mut d = planted(Bug::AnswerBeforeApply);
+        commit(&mut d, 0, t, 1);
+        d.step(1, votes("a", t, Vote::Yes));
+        let out = d.step(2, votes("b", t, Vote::Yes));
+        assert_eq!(
+            out[0],
+            Action::Reply {
+                reply: 1,
+                answer: Answer::Outcome(Outcome::Committed)
+            }
+        );
+        let resolve = |d: &mut Driver| {
+            d.step(
+                0,
+                Input::Resolve {
+                    txn_id: t,
+                    participant: p("a"),
+                    recorded: Some(FinalDecision::Commit),
+                    reply: 2,
+                },
+            )
+        };
+        let mut d = planted(Bug::LastWins);
+        assert!(
+            matches!(&resolve(&mut d)[..], [Action::Propose { items }] if matches!(items[0].decision, FinalDecision::Abort(_)))
+        );
+        assert_eq!(
+            resolve(&mut leader()),
+            vec![Action::Reply {
+                reply: 2,
+                answer: Answer::Decision(FinalDecision::Commit)
+            }]
         );
     }
 

@@ -1,7 +1,10 @@
 //! Runs the 2PC [`Driver`] on this node: one task owns the driver and feeds it events (requests
-//! from the gRPC server, votes, applied decisions, acknowledgements, ticks, leadership changes);
-//! the actions it returns become RPCs to participants (spawned tasks that report back) and
-//! proposals to Raft (a proposer task that batches decisions into entries — group commit).
+//! from the gRPC server, votes, one-phase results, acknowledgements, ticks, leadership changes,
+//! and the apply feed — every change the state machine applies); the actions it returns become
+//! RPCs to participants (spawned tasks that report back) and proposals to Raft (a proposer task
+//! that batches decisions into entries — group commit). This file is the only one in the
+//! coordinator that proposes to Raft (docs/architecture.md), and it decides nothing: it
+//! carries out the driver's actions.
 
 use ratify_proto::hooks::EndpointExt as _;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -14,25 +17,26 @@ use ratify_proto::convert;
 use ratify_proto::pb::participant as pbp;
 use ratify_proto::pb::participant::participant_client::ParticipantClient;
 use ratify_proto::types::command::{Command, CommandKind, DecideItem, PhaseTwoAck};
-use ratify_proto::types::participant::{AckStatus, PrepareBatch, TxnBatch};
+use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome, PrepareBatch, TxnBatch};
 use ratify_proto::types::{Decision, Endpoint, ParticipantId, TxnId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 use super::driver::{Action, Answer, Driver, DriverConfig, Input, PendingPhase2, ReplyId};
 use super::failpoints;
+use crate::limits;
 use crate::metrics::Metrics;
 use crate::raft::Raft;
 use crate::raft::state_machine::StateView;
-use crate::server::now_unix_ms;
-use crate::state::CommandReply;
+use crate::state::Effect;
+use ratify_proto::hooks::now_unix_ms;
 
-/// The runtime's limits and timings.
+/// The runtime's limits and timings (defaults from [`crate::limits`]).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// The driver's.
     pub driver: DriverConfig,
-    /// How often the driver gets a tick (deadlines, phase-2 retries).
+    /// How often the driver gets a tick (deadlines, retries, compaction).
     pub tick: Duration,
     /// Events queued for the driver, at most (callers wait beyond).
     pub events_queue_max: usize,
@@ -48,18 +52,6 @@ pub struct RuntimeConfig {
     pub phase2_rpc_timeout: Duration,
     /// Connecting to a participant gives up after this long.
     pub participant_connect_timeout: Duration,
-    /// Completed outcomes are kept this long (C8, C11), then compacted.
-    pub outcome_retention: Duration,
-    /// How often the leader proposes a compaction.
-    pub compact_interval: Duration,
-    /// How often the leader compares the replicated decided-but-unacknowledged transactions
-    /// with its phase-2 work (C6).
-    pub reconcile_interval: Duration,
-    /// Only decisions at least this old are reconciled (younger ones are normally still on
-    /// their way from the proposer to the driver).
-    pub reconcile_min_age: Duration,
-    /// Transactions handed to one reconciliation, at most (the oldest first).
-    pub reconcile_batch_max: usize,
     /// Pause between attempts of a new leader's catch-up (read index) while it still leads.
     pub leader_ready_retry: Duration,
 }
@@ -68,22 +60,27 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             driver: DriverConfig::default(),
-            tick: Duration::from_millis(20),
-            events_queue_max: 65_536,
-            events_per_round_max: 4_096,
-            decide_batch_max: 1_024,
-            proposals_in_flight_max: 8,
-            participant_batch_max: 1_024,
-            phase2_rpc_timeout: Duration::from_secs(5),
-            participant_connect_timeout: Duration::from_millis(500),
-            outcome_retention: Duration::from_secs(24 * 3600),
-            compact_interval: Duration::from_secs(60),
-            reconcile_interval: Duration::from_secs(1),
-            reconcile_min_age: Duration::from_secs(2),
-            reconcile_batch_max: 10_000,
-            leader_ready_retry: Duration::from_millis(100),
+            tick: limits::DRIVER_TICK,
+            events_queue_max: limits::DRIVER_EVENTS_QUEUE_MAX,
+            events_per_round_max: limits::DRIVER_EVENTS_PER_ROUND_MAX,
+            decide_batch_max: limits::DECIDE_BATCH_MAX,
+            proposals_in_flight_max: limits::PROPOSALS_IN_FLIGHT_MAX,
+            participant_batch_max: limits::PARTICIPANT_BATCH_TXNS_MAX,
+            phase2_rpc_timeout: limits::PHASE2_RPC_TIMEOUT,
+            participant_connect_timeout: limits::PEER_CONNECT_TIMEOUT,
+            leader_ready_retry: limits::LEADER_READY_RETRY,
         }
     }
+}
+
+/// The apply feed's sending end, held by the state machine: every apply hands the driver what
+/// it changed ([`Effect`]s, in log order). Bounded ([`limits::APPLY_FEED_QUEUE_MAX`]): apply
+/// waits when the driver is behind, so no change is ever dropped.
+pub type ApplyFeed = mpsc::Sender<Vec<Effect>>;
+
+/// A new apply feed: the sender for the state machine, the receiver for [`spawn`].
+pub fn apply_feed() -> (ApplyFeed, mpsc::Receiver<Vec<Effect>>) {
+    mpsc::channel(limits::APPLY_FEED_QUEUE_MAX)
 }
 
 type MakeInput = Box<dyn FnOnce(ReplyId) -> Input + Send>;
@@ -96,11 +93,8 @@ enum Event {
     },
     /// A result from a task.
     Input(Input),
-    /// This node, leader in `term`, has applied the whole log; here is its phase-2 work.
-    LeaderReady {
-        term: u64,
-        pending: Vec<PendingPhase2>,
-    },
+    /// This node, leader in `term`, has applied the whole log.
+    LeaderReady { term: u64 },
 }
 
 /// The server's handle on the runtime.
@@ -122,12 +116,6 @@ impl TxnHandle {
             return Answer::NotLeader;
         }
         rx.await.unwrap_or(Answer::NotLeader)
-    }
-
-    /// Tell the driver something that needs no answer (e.g. a decision applied by another
-    /// path). Dropped if the runtime has stopped.
-    pub async fn notify(&self, input: Input) {
-        let _ = self.tx.send(Event::Input(input)).await;
     }
 }
 
@@ -183,21 +171,47 @@ impl Participants {
 enum Job {
     Decide(Vec<DecideItem>),
     Forget(Vec<PhaseTwoAck>),
-    Compact { before_unix_ms: u64 },
+    Compact {
+        before_unix_ms: u64,
+    },
+    Register {
+        participant: ParticipantId,
+        endpoint: Endpoint,
+    },
 }
 
-/// Start the runtime for node `node_id`; it stops when `shutdown` turns true.
+/// What [`spawn`] needs from the node.
+pub struct RuntimeParts {
+    /// This node.
+    pub node_id: u64,
+    /// Its Raft handle.
+    pub raft: Raft,
+    /// Its applied state.
+    pub view: StateView,
+    /// The apply feed's receiving end (from [`apply_feed`]).
+    pub feed: mpsc::Receiver<Vec<Effect>>,
+    /// Channels to participants.
+    pub participants: Arc<Participants>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Start the runtime; it stops when `shutdown` turns true.
 pub fn spawn(
-    node_id: u64,
-    raft: Raft,
-    view: StateView,
-    participants: Arc<Participants>,
+    parts: RuntimeParts,
     config: RuntimeConfig,
-    metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> TxnHandle {
+    let RuntimeParts {
+        node_id,
+        raft,
+        view,
+        feed,
+        participants,
+        metrics,
+    } = parts;
     let (tx, rx) = mpsc::channel(config.events_queue_max);
-    let (jobs_tx, jobs_rx) = mpsc::channel(config.proposals_in_flight_max * 4);
+    let (jobs_tx, jobs_rx) = mpsc::channel(limits::PROPOSAL_JOBS_QUEUE_MAX);
     tokio::spawn(proposer(
         raft.clone(),
         jobs_rx,
@@ -218,11 +232,9 @@ pub fn spawn(
         leader_term: None,
         jobs_tx,
         jobs_backlog: VecDeque::new(),
-        last_compact: tokio::time::Instant::now(),
-        last_reconcile: tokio::time::Instant::now(),
         metrics,
     };
-    tokio::spawn(runtime.run(rx, shutdown));
+    tokio::spawn(runtime.run(rx, feed, shutdown));
     TxnHandle { tx }
 }
 
@@ -241,13 +253,16 @@ struct Runtime {
     jobs_tx: mpsc::Sender<Job>,
     /// Jobs the proposer could not take yet (the runtime never waits for it).
     jobs_backlog: VecDeque<Job>,
-    last_compact: tokio::time::Instant,
-    last_reconcile: tokio::time::Instant,
     metrics: Arc<Metrics>,
 }
 
 impl Runtime {
-    async fn run(mut self, mut rx: mpsc::Receiver<Event>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        mut feed: mpsc::Receiver<Vec<Effect>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut metrics = self.raft.metrics();
@@ -265,11 +280,17 @@ impl Runtime {
                         }
                     }
                 }
-                _ = tick.tick() => {
-                    inputs.push(Input::Tick);
-                    self.maybe_compact();
-                    self.maybe_reconcile(&mut inputs);
+                effects = feed.recv() => {
+                    let Some(effects) = effects else { return }; // The state machine is gone.
+                    inputs.push(Input::Applied { effects });
+                    while inputs.len() < self.config.events_per_round_max {
+                        match feed.try_recv() {
+                            Ok(effects) => inputs.push(Input::Applied { effects }),
+                            Err(_) => break,
+                        }
+                    }
                 }
+                _ = tick.tick() => inputs.push(Input::Tick),
                 changed = metrics.changed() => {
                     if changed.is_err() {
                         return; // Raft stopped.
@@ -295,8 +316,23 @@ impl Runtime {
                 inputs.push(make(id));
             }
             Event::Input(input) => inputs.push(input),
-            Event::LeaderReady { term, pending } => {
+            Event::LeaderReady { term } => {
                 if self.leader_term == Some(term) {
+                    // Read the phase-2 work here, in the task that owns the driver: every
+                    // decision applied before this read is in it, and every one applied after
+                    // it reaches the driver through the apply feed after this input.
+                    let pending: Vec<PendingPhase2> = {
+                        let v = self.view.read();
+                        v.state
+                            .decided
+                            .iter()
+                            .map(|(txn_id, r)| PendingPhase2 {
+                                txn_id: *txn_id,
+                                decision: r.decision.clone(),
+                                pending: r.pending.iter().cloned().collect(),
+                            })
+                            .collect()
+                    };
                     tracing::info!(
                         node_id = self.node_id,
                         term,
@@ -333,7 +369,6 @@ impl Runtime {
                 // Before acting as leader: apply everything committed in earlier terms, so
                 // the phase-2 work read from the state is complete.
                 let raft = self.raft.clone();
-                let view = self.view.clone();
                 let tx = self.tx.clone();
                 let node_id = self.node_id;
                 let retry = self.config.leader_ready_retry;
@@ -356,19 +391,7 @@ impl Runtime {
                         tracing::debug!(node_id, term, error = %e, "leader catch-up failed; retrying");
                         tokio::time::sleep(retry).await;
                     }
-                    let pending = {
-                        let v = view.read();
-                        v.state
-                            .decided
-                            .iter()
-                            .map(|(txn_id, r)| PendingPhase2 {
-                                txn_id: *txn_id,
-                                decision: r.decision.clone(),
-                                pending: r.pending.iter().cloned().collect(),
-                            })
-                            .collect()
-                    };
-                    let _ = tx.send(Event::LeaderReady { term, pending }).await;
+                    let _ = tx.send(Event::LeaderReady { term }).await;
                 });
             }
         }
@@ -381,10 +404,12 @@ impl Runtime {
         let now = now_unix_ms();
         let mut actions = Vec::new();
         let mut decided = false;
-        let reconciled_before = self.driver.reconciled();
         for input in inputs {
             match &input {
-                Input::Decided { .. } => decided = true,
+                Input::Applied { effects } => {
+                    decided |= self.driver.is_leader()
+                        && effects.iter().any(|e| matches!(e, Effect::Decided(_)));
+                }
                 Input::Votes { votes, .. } => {
                     for (_, vote) in votes {
                         self.metrics.vote(vote);
@@ -407,14 +432,6 @@ impl Runtime {
         }
         self.metrics
             .driver_load(self.driver.deciding_len(), self.driver.phase2_backlog());
-        let picked_up = self.driver.reconciled() - reconciled_before;
-        if picked_up > 0 {
-            tracing::warn!(
-                node_id = self.node_id,
-                transactions = picked_up,
-                "phase 2 resumed by reconciliation for decisions this leader had missed"
-            );
-        }
         self.execute(actions, decided);
     }
 
@@ -491,55 +508,41 @@ impl Runtime {
                         self.config.phase2_rpc_timeout,
                     ));
                 }
+                Action::SendOnePhase {
+                    participant,
+                    txn_id,
+                    call_count,
+                    deadline_unix_ms,
+                } => {
+                    tokio::spawn(send_one_phase(
+                        self.participants.clone(),
+                        self.tx.clone(),
+                        participant,
+                        PrepareBatch {
+                            coordinator_node_id: self.node_id,
+                            txn_ids: vec![txn_id],
+                            call_counts: call_count
+                                .map(|n| BTreeMap::from([(txn_id, n)]))
+                                .unwrap_or_default(),
+                        },
+                        deadline_unix_ms,
+                    ));
+                }
                 Action::ProposeForget { acks } => self.jobs_backlog.push_back(Job::Forget(acks)),
+                Action::ProposeCompact { before_unix_ms } => {
+                    self.jobs_backlog.push_back(Job::Compact { before_unix_ms })
+                }
+                Action::ProposeRegister {
+                    participant,
+                    endpoint,
+                } => self.jobs_backlog.push_back(Job::Register {
+                    participant,
+                    endpoint,
+                }),
                 Action::Reply { .. } | Action::SendPrepare { .. } | Action::Propose { .. } => {
                     unreachable!("handled above")
                 }
             }
-        }
-    }
-
-    /// C8: the leader proposes the compaction of outcomes older than the retention; the cut-off
-    /// travels in the command, so every node drops the same ones.
-    fn maybe_compact(&mut self) {
-        if !self.driver.is_leader() || self.last_compact.elapsed() < self.config.compact_interval {
-            return;
-        }
-        self.last_compact = tokio::time::Instant::now();
-        let before_unix_ms =
-            now_unix_ms().saturating_sub(self.config.outcome_retention.as_millis() as u64);
-        self.jobs_backlog.push_back(Job::Compact { before_unix_ms });
-    }
-
-    /// C6: phase-2 work is derivable from the replicated state; every `reconcile_interval`
-    /// the leader hands the driver the decided-but-unacknowledged transactions, so a decision
-    /// applied after its leadership scan that it did not propose (a previous leadership's
-    /// entry committed late) still gets its phase 2.
-    fn maybe_reconcile(&mut self, inputs: &mut Vec<Input>) {
-        if !self.driver.is_leader()
-            || self.last_reconcile.elapsed() < self.config.reconcile_interval
-        {
-            return;
-        }
-        self.last_reconcile = tokio::time::Instant::now();
-        let older_than =
-            now_unix_ms().saturating_sub(self.config.reconcile_min_age.as_millis() as u64);
-        let pending: Vec<PendingPhase2> = {
-            let v = self.view.read();
-            v.state
-                .decided
-                .iter()
-                .filter(|(_, r)| r.decided_at_unix_ms <= older_than)
-                .take(self.config.reconcile_batch_max)
-                .map(|(txn_id, r)| PendingPhase2 {
-                    txn_id: *txn_id,
-                    decision: r.decision.clone(),
-                    pending: r.pending.iter().cloned().collect(),
-                })
-                .collect()
-        };
-        if !pending.is_empty() {
-            inputs.push(Input::Reconcile { pending });
         }
     }
 
@@ -602,6 +605,44 @@ async fn send_prepare(
         }
     };
     let _ = tx.send(Event::Input(input)).await;
+}
+
+/// C2: one attempt of a one-phase commit; the driver retries on UNKNOWN.
+async fn send_one_phase(
+    participants: Arc<Participants>,
+    tx: mpsc::Sender<Event>,
+    participant: ParticipantId,
+    batch: PrepareBatch,
+    deadline_unix_ms: u64,
+) {
+    let txn_id = batch.txn_ids[0];
+    let attempt = async {
+        let mut client = participants.client(&participant)?;
+        let req: pbp::CommitOnePhaseRequest = batch.into();
+        let reply = client
+            .commit_one_phase(req)
+            .await
+            .map_err(|s| s.message().to_owned())?;
+        convert::one_phase_results_from_wire(reply.into_inner())
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|r| r.txn_id == txn_id)
+            .map(|r| r.outcome)
+            .ok_or_else(|| "no result for the transaction".to_owned())
+    };
+    let outcome = match tokio::time::timeout(remaining_until(deadline_unix_ms), attempt).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(message)) => OnePhaseOutcome::Unknown { message },
+        Err(_) => OnePhaseOutcome::Unknown {
+            message: "no answer before the deadline".into(),
+        },
+    };
+    if let OnePhaseOutcome::Unknown { message } = &outcome {
+        tracing::debug!(%txn_id, error = %message, "one-phase commit attempt failed; retrying");
+    }
+    let _ = tx
+        .send(Event::Input(Input::OnePhaseResult { txn_id, outcome }))
+        .await;
 }
 
 async fn send_phase2(
@@ -671,12 +712,16 @@ async fn proposer(
                 let mut items = Vec::new();
                 let mut acks = Vec::new();
                 let mut compact = None;
+                let mut registrations = Vec::new();
                 let mut next = Some(job);
                 while let Some(job) = next.take() {
                     match job {
                         Job::Decide(i) => items.extend(i),
                         Job::Forget(a) => acks.extend(a),
                         Job::Compact { before_unix_ms } => compact = Some(before_unix_ms),
+                        Job::Register { participant, endpoint } => {
+                            registrations.push((participant, endpoint))
+                        }
                     }
                     if items.len() < config.decide_batch_max {
                         next = jobs.try_recv().ok();
@@ -696,20 +741,28 @@ async fn proposer(
                     let cmd = Command { proposed_at_unix_ms: now, kind: CommandKind::Compact { before_unix_ms } };
                     in_flight.push(propose(raft.clone(), cmd, Proposal::Compact));
                 }
+                for (participant, endpoint) in registrations {
+                    let cmd = Command {
+                        proposed_at_unix_ms: now,
+                        kind: CommandKind::RegisterParticipant { participant: participant.clone(), endpoint: endpoint.clone() },
+                    };
+                    in_flight.push(propose(raft.clone(), cmd, Proposal::Register(participant, endpoint)));
+                }
             }
             Some((proposal, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                // What was applied reaches the driver through the apply feed; only failures
+                // are reported from here.
                 let input = match (proposal, result) {
-                    (Proposal::Decide(_), Ok(CommandReply::Decided(applied))) => Some(Input::Decided { applied }),
-                    (Proposal::Decide(txn_ids), Ok(CommandReply::Done)) => {
-                        tracing::error!("a Decide entry applied without a Decided reply");
-                        Some(Input::ProposeFailed { txn_ids })
-                    }
+                    (_, Ok(())) | (Proposal::Compact, Err(_)) => None,
                     (Proposal::Decide(txn_ids), Err(e)) => {
                         tracing::debug!(error = %e, "proposal failed");
                         Some(Input::ProposeFailed { txn_ids })
                     }
-                    (Proposal::Forget(_), Ok(_)) | (Proposal::Compact, _) => None,
                     (Proposal::Forget(acks), Err(_)) => Some(Input::ForgetFailed { acks }),
+                    (Proposal::Register(participant, endpoint), Err(e)) => {
+                        tracing::debug!(error = %e, "registration proposal failed");
+                        Some(Input::RegisterFailed { participant, endpoint })
+                    }
                 };
                 if let Some(input) = input {
                     let _ = events.send(Event::Input(input)).await;
@@ -724,13 +777,10 @@ enum Proposal {
     Decide(Vec<TxnId>),
     Forget(Vec<PhaseTwoAck>),
     Compact,
+    Register(ParticipantId, Endpoint),
 }
 
-async fn propose(
-    raft: Raft,
-    cmd: Command,
-    proposal: Proposal,
-) -> (Proposal, Result<CommandReply, String>) {
+async fn propose(raft: Raft, cmd: Command, proposal: Proposal) -> (Proposal, Result<(), String>) {
     let rx = match raft.client_write_ff(cmd).await {
         Ok(rx) => rx,
         Err(e) => return (proposal, Err(e.to_string())),
@@ -739,7 +789,7 @@ async fn propose(
         failpoints::hit(failpoints::AFTER_DECISION_PROPOSED);
     }
     let result = match rx.await {
-        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("raft dropped the proposal".to_owned()),
     };

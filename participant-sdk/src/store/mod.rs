@@ -1,4 +1,4 @@
-//! The RocksDB participant store (DESIGN.md section 5; docs/protocol.md rules P1–P9).
+//! The RocksDB participant store (docs/protocol.md rules P1–P10).
 //!
 //! The same store runs over RocksDB ([`RocksStore::open`], production) or over the
 //! deterministic simulation's in-memory disk ([`RocksStore::open_in_memory`]): every read and

@@ -1,7 +1,6 @@
 //! `ratify`: run a coordinator node, administer a cluster, or start a local one.
 
 mod config;
-mod demo;
 mod local;
 mod print;
 
@@ -51,7 +50,7 @@ enum Command {
     Local(local::LocalArgs),
     /// Ratify's main job on an embedded default: a local cluster and two example bank
     /// branches, transfers under faults, and a check that every transfer was atomic.
-    Demo(demo::DemoArgs),
+    Demo(ratify_devtools::demo::DemoArgs),
 }
 
 #[derive(Args)]
@@ -238,7 +237,7 @@ async fn main() -> Result<()> {
         Command::Cluster { command } => cluster(command).await,
         Command::Txn { command } => txn(command).await,
         Command::Local(args) => local::run(args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => ratify_devtools::demo::run(args).await,
     }
 }
 

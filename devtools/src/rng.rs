@@ -1,5 +1,6 @@
-//! A small seeded generator (SplitMix64): every choice the harness makes (which nemesis, which
-//! node, which accounts) comes from one seed, so a schedule can be run again.
+//! A small seeded generator (SplitMix64), the one every workload draws from — the harness's
+//! nemesis and clients, the simulation's faults, the benchmark's accounts, the demo's
+//! transfers: every choice comes from one seed, so a run can be repeated. Not cryptographic.
 
 /// SplitMix64.
 #[derive(Debug, Clone)]
@@ -38,9 +39,14 @@ impl Rng {
         lo + self.below(hi.saturating_sub(lo) + 1)
     }
 
+    /// Uniform in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        self.next_f64() <= p
     }
 
     /// One element of `items` (`None` if empty).

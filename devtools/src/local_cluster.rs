@@ -20,7 +20,7 @@ use ratify_proto::types::Endpoint;
 use ratify_proto::types::admin::{ClusterStatus, InitClusterRequest, Member, MemberRole};
 use tokio::process::{Child, Command};
 
-use crate::admin_client::{self, AdminClient, AdminError};
+use ratify_coordinator::admin_client::{self, AdminClient, AdminError};
 
 /// How long a starting process has to write its port file.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);

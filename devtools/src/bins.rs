@@ -1,9 +1,6 @@
-//! Support for Ratify's integration tests: they run the real `ratify` binary as child
-//! processes on loopback, so crashes are real (SIGKILL) and storage is real (RocksDB
-//! directories reopened by a new process).
-//!
-//! Each test file says which guarantee each test checks, citing the numbered rules of
-//! docs/protocol.md.
+//! The workspace's binaries, test directories and node logs: integration tests and tools run
+//! the real `ratify` binary as child processes on loopback, so crashes are real (SIGKILL) and
+//! storage is real (RocksDB directories reopened by a new process).
 
 use std::path::PathBuf;
 
@@ -75,5 +72,3 @@ pub fn dump_logs(dir: &std::path::Path) {
         }
     }
 }
-
-pub mod deployment;

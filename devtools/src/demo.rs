@@ -14,10 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::local_cluster::{LocalCluster, ServiceProcess};
+use crate::rng::Rng;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use ratify_coordinator::local_cluster::{LocalCluster, ServiceProcess};
 use ratify_participant::{Client, ClientConfig};
+use ratify_proto::hooks::EndpointExt as _;
 use ratify_proto::pb::bank as pbb;
 use ratify_proto::pb::bank::bank_client::BankClient;
 use ratify_proto::pb::coordinator as pbco;
@@ -52,23 +54,6 @@ pub struct DemoArgs {
     /// run unless --keep].
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-/// A small deterministic PRNG (SplitMix64) for choosing accounts and amounts.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// One transfer as the initiator saw it.
@@ -129,7 +114,7 @@ impl Demo {
         let c = tonic::transport::Endpoint::from_shared(self.bank_endpoints[branch].to_string())?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .lazy_channel();
         channels.insert(branch, c.clone());
         Ok(BankClient::new(c))
     }
@@ -341,7 +326,7 @@ async fn main_run(demo: &Arc<Demo>, args: &DemoArgs) -> Result<()> {
         );
         let accounts = args.accounts as u64;
         workers.push(tokio::spawn(async move {
-            let mut rng = Rng(0x5eed_0000 + w as u64);
+            let mut rng = Rng::new(0x5eed_0000 + w as u64);
             while !stop.load(Ordering::Relaxed) {
                 let from_branch = rng.below(2) as usize;
                 let from = (from_branch, account(rng.below(accounts) as usize));

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use ratify_coordinator::local_cluster::LocalCluster;
+use ratify_devtools::local_cluster::LocalCluster;
 
 use crate::print;
 

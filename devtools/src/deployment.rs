@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use ratify_coordinator::local_cluster::{LocalCluster, ServiceProcess};
+use crate::local_cluster::{LocalCluster, ServiceProcess};
 use ratify_participant::{Client, ClientConfig, Transaction};
+use ratify_proto::hooks::EndpointExt as _;
 use ratify_proto::pb::bank as pbb;
 use ratify_proto::pb::bank::bank_client::BankClient;
 use ratify_proto::pb::coordinator as pbco;
@@ -133,7 +134,7 @@ impl Deployment {
             .to_string();
         let channel = tonic::transport::Endpoint::from_shared(endpoint)
             .expect("valid endpoint")
-            .connect_lazy();
+            .lazy_channel();
         BankClient::new(channel)
     }
 

@@ -86,7 +86,7 @@ impl Node {
             dir: config.data_dir.display().to_string(),
             source,
         })?;
-        let db = Db::open(&config.data_dir)?;
+        let db = crate::raft::store::open(&config.data_dir)?;
         let server = Box::new(move |services, stopped| {
             let serve: ServeTask = Box::pin(server::serve(listener, services, stopped));
             serve
@@ -104,10 +104,7 @@ impl Node {
         serve: Box<dyn FnOnce(server::Services, ShutdownSignal) -> ServeTask + Send>,
     ) -> Result<Self, NodeError> {
         config.validate()?;
-        let log_store = LogStore::new(db.clone()).map_err(|source| NodeError::DataDir {
-            dir: config.data_dir.display().to_string(),
-            source,
-        })?;
+        let log_store = LogStore::new(db.clone())?;
         // Planted bugs (selftest builds only) are read once, into configuration.
         let planted = ratify_proto::planted::current();
         let (feed, feed_rx) = runtime::apply_feed();

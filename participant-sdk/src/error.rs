@@ -55,7 +55,7 @@ pub enum Error {
     },
     /// The store failed (I/O error, disk full). Nothing was acknowledged; retry later.
     #[error("storage failed: {0}")]
-    Storage(String),
+    Storage(#[source] ratify_storage::StorageError),
     /// Stored data did not decode: the database is damaged or from another version.
     #[error("corrupt {what} in the store: {why}")]
     Corrupt {
@@ -72,9 +72,12 @@ pub enum Error {
     Coordinator(String),
 }
 
-impl From<rocksdb::Error> for Error {
-    fn from(e: rocksdb::Error) -> Self {
-        Error::Storage(e.to_string())
+impl From<ratify_storage::StorageError> for Error {
+    fn from(e: ratify_storage::StorageError) -> Self {
+        match e {
+            ratify_storage::StorageError::Corrupt { what, why } => Error::Corrupt { what, why },
+            e => Error::Storage(e),
+        }
     }
 }
 

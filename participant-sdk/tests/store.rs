@@ -10,10 +10,10 @@ use std::time::Duration;
 use ratify_participant::store::codec::Recorded;
 use ratify_participant::testing::{Harness, RocksHarness, run_all};
 use ratify_participant::{Error, LockPolicy, Resource, RocksStore, StoreConfig, TxnContext};
-use ratify_proto::memdisk::MemDisk;
 use ratify_proto::planted::{self, Bug};
 use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome};
 use ratify_proto::types::{NoReason, TxnId, Vote};
+use ratify_storage::MemDisk;
 
 fn open(dir: &std::path::Path) -> RocksStore {
     RocksStore::open(dir, StoreConfig::default()).expect("store opens")

@@ -21,7 +21,6 @@ pub mod error;
 pub mod failpoint;
 pub mod hooks;
 pub mod leader;
-pub mod memdisk;
 pub mod planted;
 #[cfg(feature = "raft")]
 pub mod raft;

@@ -11,7 +11,6 @@ use ratify_check::{CheckResult, FinalState, Op, Valid};
 use ratify_coordinator::admin_client::AdminClient;
 use ratify_coordinator::config::{NodeConfig, Peer};
 use ratify_coordinator::node::{Node, ServeTask};
-use ratify_coordinator::raft::store::Db;
 use ratify_jepsen::kv::Kv;
 use ratify_jepsen::recorder::Recorder;
 use ratify_jepsen::rng::Rng;
@@ -20,10 +19,10 @@ use ratify_participant::{
     Client, ClientConfig, Participant, ParticipantConfig, RocksStore, StoreConfig,
 };
 use ratify_proto::hooks;
-use ratify_proto::memdisk::MemDisk;
 use ratify_proto::pb::jepsen::jepsen_kv_server::JepsenKvServer;
 use ratify_proto::planted::Bug;
 use ratify_proto::types::{Endpoint, ParticipantId, TxnId};
+use ratify_storage::MemDisk;
 
 use crate::faults::{self, Fault, Scheduled};
 use crate::net;
@@ -363,7 +362,13 @@ pub fn run(cfg: &SimConfig) -> SimResult {
                     ));
                     task
                 });
-                let node = Node::start_with(config, Db::memory(disk), local_addr, serve).await?;
+                let node = Node::start_with(
+                    config,
+                    ratify_coordinator::raft::store::memory(disk),
+                    local_addr,
+                    serve,
+                )
+                .await?;
                 node.run_until(std::future::pending()).await?;
                 Ok(())
             }

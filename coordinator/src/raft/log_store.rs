@@ -1,12 +1,11 @@
 //! The Raft log and vote in the node's database.
 //!
 //! A log entry is durable before openraft is told it is (docs/protocol.md rule R1): `append`
-//! writes the entries to the database at once (so readers see them), then, over RocksDB, hands
-//! the completion callback to a sync thread, which fsyncs the write-ahead log once for every
-//! callback queued so far (group commit) and only then reports them flushed. Over the
-//! simulation's in-memory disk there is no thread (an OS thread would break the simulation's
-//! determinism): `append` syncs inline and reports the entries flushed before it returns.
-//! Votes are written with a synced write before `save_vote` returns.
+//! writes the entries to the database at once (so readers see them), then hands the completion
+//! callback to the database's group-commit syncer (`ratify_storage::Syncer`: a thread over
+//! RocksDB, a task over the simulation's memory disk), which fsyncs the write-ahead log once
+//! for every callback queued so far and only then reports them flushed. Votes are written with
+//! a synced write before `save_vote` returns.
 
 use std::fmt::Debug;
 use std::io;
@@ -16,14 +15,12 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use prost::Message;
-use ratify_proto::memdisk::Batch;
 use ratify_proto::pb::raft as pbr;
 use ratify_proto::raft as wire;
-use tokio::sync::mpsc;
+use ratify_storage::Syncer;
 
 use super::TypeConfig;
-use super::store::{CF_LOG, CF_META, Db, StoreError, corrupt, decode};
-use crate::limits;
+use super::store::{Batch, CF_LOG, CF_META, Db, StoreError, corrupt, decode};
 
 type Entry = openraft::Entry<TypeConfig>;
 type StorageResult<T> = Result<T, StorageError<u64>>;
@@ -44,32 +41,27 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError<u64> {
     StorageIOError::write_logs(&e).into()
 }
 
-/// The log store. Cheap to clone; clones share the database and the sync thread.
+/// The log store. Cheap to clone; clones share the database and the syncer (which stops when
+/// the last clone is dropped).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Db>,
-    /// The group-commit sync queue: a thread over RocksDB, a tokio task over the in-memory
-    /// engine.
-    sync_tx: mpsc::Sender<LogFlushed<TypeConfig>>,
+    syncer: Arc<Syncer>,
 }
 
 impl LogStore {
-    /// A log store over `db`, with its group-commit syncer: a thread over RocksDB; over the
-    /// in-memory engine (the simulation, where an OS thread would break determinism) a tokio
-    /// task that takes [`SIMULATED_FSYNC`] per sync, so appends are visible before they are
-    /// durable and a crash can fall in between. The syncer ends when the last clone is dropped.
-    /// Over the in-memory engine, call it inside a tokio runtime.
-    pub fn new(db: Arc<Db>) -> io::Result<Self> {
-        let (sync_tx, sync_rx) = mpsc::channel(limits::LOG_SYNC_QUEUE_MAX);
-        let sync_db = db.clone();
-        if db.is_memory() {
-            tokio::spawn(simulated_sync_loop(sync_db, sync_rx));
-        } else {
-            std::thread::Builder::new()
-                .name("raft-log-sync".into())
-                .spawn(move || sync_loop(&sync_db, sync_rx))?;
-        }
-        Ok(Self { db, sync_tx })
+    /// A log store over `db`, with its group-commit syncer. Over the memory engine, use it
+    /// inside a tokio runtime (the syncer is a task there).
+    pub fn new(db: Arc<Db>) -> Result<Self, StoreError> {
+        let syncer = Syncer::start(db.clone(), "raft-log-sync", |result| {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "raft log fsync failed; the node will stop accepting writes");
+            }
+        })?;
+        Ok(Self {
+            db,
+            syncer: Arc::new(syncer),
+        })
     }
 
     fn read_meta_log_id(&self, key: &[u8]) -> Result<Option<LogId<u64>>, StoreError> {
@@ -117,59 +109,6 @@ impl LogStore {
 fn decode_entry(bytes: &[u8]) -> Result<Entry, StoreError> {
     let w: pbr::Entry = decode("log entry", bytes)?;
     wire::entry_from_wire::<TypeConfig>("log entry", w).map_err(|e| corrupt("log entry", e))
-}
-
-/// Group commit: wait for one callback, take every other one already queued (bounded), fsync
-/// once, report all.
-fn sync_loop(db: &Db, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    let mut batch = Vec::with_capacity(64);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < limits::LOG_SYNC_BATCH_MAX {
-            match rx.try_recv() {
-                Ok(cb) => batch.push(cb),
-                Err(_) => break,
-            }
-        }
-        let result = db.sync_wal();
-        report_flushed(batch.drain(..), &result);
-    }
-}
-
-/// How long a sync takes over the in-memory engine (about an fsync here: p50 0.4 ms, p99 5–9 ms).
-pub const SIMULATED_FSYNC: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// [`sync_loop`] over the in-memory engine: the same group commit, as a task.
-async fn simulated_sync_loop(db: Arc<Db>, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    let mut batch = Vec::with_capacity(64);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < limits::LOG_SYNC_BATCH_MAX {
-            match rx.try_recv() {
-                Ok(cb) => batch.push(cb),
-                Err(_) => break,
-            }
-        }
-        tokio::time::sleep(SIMULATED_FSYNC).await;
-        let result = db.sync_wal();
-        report_flushed(batch.drain(..), &result);
-    }
-}
-
-/// Report the outcome of a log sync to every callback it covered.
-fn report_flushed(
-    callbacks: impl IntoIterator<Item = LogFlushed<TypeConfig>>,
-    result: &Result<(), StoreError>,
-) {
-    if let Err(e) = result {
-        tracing::error!(error = %e, "raft log fsync failed; the node will stop accepting writes");
-    }
-    for cb in callbacks {
-        cb.log_io_completed(match result {
-            Ok(()) => Ok(()),
-            Err(e) => Err(io::Error::other(e.to_string())),
-        });
-    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -257,10 +196,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.db.write(batch, false).map_err(write_err)?;
         // Durable only after the syncer's fsync; it reports to openraft then.
-        self.sync_tx
-            .send(callback)
+        self.syncer
+            .enqueue(Box::new(move |result| {
+                callback.log_io_completed(result.map_err(io::Error::other));
+            }))
             .await
-            .map_err(|_| write_err(io::Error::other("the raft log syncer has stopped")))
+            .map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
@@ -301,9 +242,9 @@ pub fn read_committed_index(db: &Db) -> Result<Option<u64>, StoreError> {
 mod tests {
     use openraft::storage::RaftLogStorageExt;
     use openraft::{CommittedLeaderId, EntryPayload, Membership};
-    use ratify_proto::memdisk::MemDisk;
     use ratify_proto::types::command::{Command, CommandKind};
     use ratify_proto::types::{Endpoint, ParticipantId};
+    use ratify_storage::MemDisk;
 
     use super::*;
 
@@ -331,7 +272,7 @@ mod tests {
     }
 
     fn reopen(disk: &Arc<MemDisk>) -> LogStore {
-        LogStore::new(Db::memory(disk.clone())).expect("a memory log store")
+        LogStore::new(crate::raft::store::memory(disk.clone())).expect("a memory log store")
     }
 
     /// (index, term) of each entry; openraft's Entry has no PartialEq, so payloads are

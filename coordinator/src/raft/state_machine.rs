@@ -13,14 +13,13 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use prost::Message;
-use ratify_proto::memdisk::Batch;
 use ratify_proto::pb::raft as pbr;
 use ratify_proto::raft as wire;
 use ratify_proto::types::{ParticipantId, TxnId};
 use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
-use super::store::{CF_SM, CF_SNAPSHOT, Db, StoreError, corrupt, decode};
+use super::store::{Batch, CF_SM, CF_SNAPSHOT, Db, StoreError, corrupt, decode};
 use crate::state::{ApplyRules, Change, CommandReply, DecisionRecord, Effect, Registration, State};
 use crate::txn::runtime::ApplyFeed;
 
@@ -465,9 +464,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 #[cfg(test)]
 mod tests {
     use openraft::{CommittedLeaderId, Membership};
-    use ratify_proto::memdisk::MemDisk;
     use ratify_proto::types::command::{Command, CommandKind, DecideItem};
     use ratify_proto::types::{DecisionSource, Endpoint, FinalDecision};
+    use ratify_storage::MemDisk;
 
     use super::*;
 
@@ -526,7 +525,8 @@ mod tests {
     }
 
     fn open(disk: &Arc<MemDisk>) -> StateMachineStore {
-        StateMachineStore::open(Db::memory(disk.clone())).expect("open the state machine")
+        StateMachineStore::open(crate::raft::store::memory(disk.clone()))
+            .expect("open the state machine")
     }
 
     fn snapshot_of(s: &Snapshot<TypeConfig>) -> (SnapshotMeta<u64, BasicNode>, Vec<u8>) {

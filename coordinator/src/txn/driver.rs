@@ -920,7 +920,9 @@ impl Driver {
         };
         if self.planted(Bug::LastWins) && self.leader {
             // Planted bug (d): propose ABORT over any earlier decision (with the state
-            // machine's last-wins apply, it overwrites a COMMIT).
+            // machine's last-wins apply, it overwrites a COMMIT, and this driver forgets the
+            // phase 2 of the decision it replaces).
+            self.phase2.remove(&txn_id);
             let d = self.wait_for(
                 txn_id,
                 vec![participant.clone()],

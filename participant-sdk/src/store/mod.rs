@@ -2,8 +2,8 @@
 //!
 //! The same store runs over RocksDB ([`RocksStore::open`], production) or over the
 //! deterministic simulation's in-memory disk ([`RocksStore::open_in_memory`]): every read and
-//! write goes through one small private engine layer, with the same column families, keys and
-//! sync points on both.
+//! write goes through `ratify-storage`'s engine and group-commit syncer, with the same column
+//! families, keys and sync points on both (the crash semantics are documented there).
 //!
 //! Column families:
 //!
@@ -24,7 +24,7 @@ pub mod locks;
 use ratify_proto::planted::{self, Bug};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::ops::{Bound, ControlFlow};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,13 +33,9 @@ use std::time::Duration;
 // tokio's clock: the system's in production, the simulated one under simulation.
 use tokio::time::Instant;
 
-use ratify_proto::memdisk::{Batch, MemDisk, Op};
 use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome};
 use ratify_proto::types::{NoReason, TxnId, Vote};
-use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
-};
-use tokio::sync::{mpsc, oneshot};
+use ratify_storage::{Batch, Db, MemDisk, Syncer};
 
 use self::codec::{Recorded, Writes};
 pub use self::locks::LockPolicy;
@@ -54,10 +50,10 @@ const CF_OUTCOMES: &str = "outcomes";
 const CF_META: &str = "meta";
 const KEY_OPENED: &[u8] = b"opened";
 
-/// Group commit: waiters served by one fsync, at most.
-pub const SYNC_BATCH_MAX: usize = 4_096;
-/// Waiters queued for the sync thread, at most (beyond, writers wait).
-pub const SYNC_QUEUE_MAX: usize = 8_192;
+/// Group commit's limits (`ratify-storage`'s syncer).
+pub use ratify_storage::{SYNC_BATCH_MAX, SYNC_QUEUE_MAX};
+/// Every column family, created at open.
+const ALL_CFS: &[&str] = &[CF_DATA, CF_PREPARED, CF_OUTCOMES, CF_META];
 /// How often `maintain` prunes outcomes past their retention.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -231,229 +227,9 @@ impl Slot {
     }
 }
 
-struct Syncer {
-    tx: Option<mpsc::Sender<oneshot::Sender<Result<()>>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        // Closing the queue ends the thread; joining it releases its handle on the database,
-        // so the directory can be reopened as soon as the store is dropped.
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Syncer {
-    fn start(db: Arc<DB>, stats: Arc<StoreStats>) -> Result<Self> {
-        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<()>>>(SYNC_QUEUE_MAX);
-        let thread = std::thread::Builder::new()
-            .name("ratify-store-sync".into())
-            .spawn(move || {
-                let mut batch = Vec::with_capacity(64);
-                while let Some(first) = rx.blocking_recv() {
-                    batch.push(first);
-                    while batch.len() < SYNC_BATCH_MAX {
-                        match rx.try_recv() {
-                            Ok(w) => batch.push(w),
-                            Err(_) => break,
-                        }
-                    }
-                    let result = db.flush_wal(true).map_err(Error::from);
-                    stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "participant store fsync failed");
-                    }
-                    for w in batch.drain(..) {
-                        let _ = w.send(result.clone());
-                    }
-                }
-            })
-            .map_err(|e| Error::Storage(format!("cannot start the sync thread: {e}")))?;
-        Ok(Self {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Wait until every write made before this call is durable.
-    async fn synced(&self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .as_ref()
-            .expect("the queue closes only when the store is dropped")
-            .send(tx)
-            .await
-            .map_err(|_| Error::Storage("the sync thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Storage("the sync thread has stopped".into()))?
-    }
-}
-
-/// Entries a scan of the memory engine copies out of the disk at a time.
-const MEMORY_SCAN_CHUNK: usize = 256;
-
-/// How long a durable write takes over the in-memory disk (about an fsync here: p50 0.4 ms).
-const SIMULATED_FSYNC: Duration = Duration::from_millis(1);
-
-/// Where the column families live. Every read and write of the store goes through here, so the
-/// store's logic is the same over both engines.
-enum Engine {
-    /// Production: RocksDB, with group commit (one thread fsyncs the write-ahead log for every
-    /// writer waiting at that moment).
-    Rocks { db: Arc<DB>, syncer: Syncer },
-    /// The deterministic simulation's disk (and tests'). No thread: a durable write syncs
-    /// inline and completes at once.
-    Memory(Arc<MemDisk>),
-}
-
-impl Engine {
-    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self {
-            Engine::Rocks { db, .. } => Ok(db.get_cf(cf_handle(db, cf), key)?),
-            Engine::Memory(disk) => Ok(disk.get(cf, key)),
-        }
-    }
-
-    /// Apply `batch` atomically; with `sync`, make it durable before returning (on this
-    /// thread, no group commit).
-    fn write(&self, batch: Batch, sync: bool) -> Result<()> {
-        match self {
-            Engine::Rocks { db, .. } => {
-                let mut wo = WriteOptions::default();
-                wo.set_sync(sync);
-                db.write_opt(rocks_batch(db, batch), &wo)?;
-            }
-            Engine::Memory(disk) => disk.write(batch, sync),
-        }
-        Ok(())
-    }
-
-    /// Apply `batch` and wait until it is durable: RocksDB shares the fsync with concurrent
-    /// writers (group commit); the memory disk takes [`SIMULATED_FSYNC`] (on tokio's clock,
-    /// simulated under simulation) and syncs, so the batch is visible before it is durable
-    /// and a crash can fall in between, as on a real disk.
-    async fn write_durable(&self, batch: Batch, stats: &StoreStats) -> Result<()> {
-        match self {
-            Engine::Rocks { syncer, .. } => {
-                self.write(batch, false)?;
-                syncer.synced().await
-            }
-            Engine::Memory(disk) => {
-                disk.write(batch, false);
-                tokio::time::sleep(SIMULATED_FSYNC).await;
-                disk.sync();
-                stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-        }
-    }
-
-    /// Planted bug (a): apply `batch` with no durability at all (RocksDB: outside the
-    /// write-ahead log; memory: a write no sync covers, so `MemDisk::crash` forgets it).
-    fn write_unlogged(&self, batch: Batch) -> Result<()> {
-        match self {
-            Engine::Rocks { db, .. } => {
-                let mut wo = WriteOptions::default();
-                wo.disable_wal(true);
-                db.write_opt(rocks_batch(db, batch), &wo)?;
-                Ok(())
-            }
-            Engine::Memory(disk) => {
-                disk.write_unlogged(batch);
-                Ok(())
-            }
-        }
-    }
-
-    /// Visit the entries of `cf` in key order, starting at `from` (inclusive; empty: the
-    /// first), until `f` breaks.
-    fn scan(
-        &self,
-        cf: &'static str,
-        from: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
-    ) -> Result<()> {
-        match self {
-            Engine::Rocks { db, .. } => {
-                let mode = if from.is_empty() {
-                    IteratorMode::Start
-                } else {
-                    IteratorMode::From(from, Direction::Forward)
-                };
-                for item in db.iterator_cf(cf_handle(db, cf), mode) {
-                    let (key, value) = item?;
-                    if f(&key, &value)?.is_break() {
-                        break;
-                    }
-                }
-            }
-            Engine::Memory(disk) => {
-                let mut after: Option<Vec<u8>> = None;
-                loop {
-                    let lower = match &after {
-                        None => Bound::Included(from),
-                        Some(last) => Bound::Excluded(last.as_slice()),
-                    };
-                    let mut chunk =
-                        disk.scan(cf, lower, Bound::Unbounded, false, MEMORY_SCAN_CHUNK);
-                    let more = chunk.len() == MEMORY_SCAN_CHUNK;
-                    for (key, value) in &chunk {
-                        if f(key, value)?.is_break() {
-                            return Ok(());
-                        }
-                    }
-                    if !more {
-                        break;
-                    }
-                    after = chunk.pop().map(|(key, _)| key);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// How many entries `cf` holds, counting at most `max`.
-    fn count(&self, cf: &'static str, max: usize) -> usize {
-        match self {
-            Engine::Rocks { db, .. } => db
-                .iterator_cf(cf_handle(db, cf), IteratorMode::Start)
-                .take(max)
-                .count(),
-            Engine::Memory(_) => {
-                let mut n = 0;
-                let _ = self.scan(cf, &[], |_, _| {
-                    n += 1;
-                    Ok(if n >= max {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    })
-                });
-                n.min(max)
-            }
-        }
-    }
-}
-
-/// The RocksDB form of an engine-neutral batch.
-fn rocks_batch(db: &DB, batch: Batch) -> WriteBatch {
-    let mut wb = WriteBatch::default();
-    for op in batch.into_ops() {
-        match op {
-            Op::Put { cf, key, value } => wb.put_cf(cf_handle(db, cf), key, value),
-            Op::Delete { cf, key } => wb.delete_cf(cf_handle(db, cf), key),
-            Op::DeleteRange { cf, from, to } => wb.delete_range_cf(cf_handle(db, cf), from, to),
-        }
-    }
-    wb
-}
-
 struct Inner {
-    engine: Engine,
+    db: Arc<Db>,
+    syncer: Syncer,
     locks: LockTable,
     config: StoreConfig,
     slots: Mutex<BTreeMap<TxnId, Arc<Slot>>>,
@@ -475,21 +251,7 @@ impl RocksStore {
     /// prepared is reloaded, in doubt, with its keys locked (P3).
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Self> {
         config.validate()?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_max_background_jobs(2);
-        opts.set_keep_log_file_num(4);
-        let cfs = [CF_DATA, CF_PREPARED, CF_OUTCOMES, CF_META]
-            .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
-        let stats = Arc::new(StoreStats::default());
-        let engine = Engine::Rocks {
-            syncer: Syncer::start(db.clone(), stats.clone())?,
-            db,
-        };
-        Self::start(engine, config, stats)
+        Self::start(Db::open(dir, ALL_CFS)?, config)
     }
 
     /// The same store logic over an in-memory disk: for the deterministic simulation and for
@@ -497,31 +259,37 @@ impl RocksStore {
     /// [`MemDisk::crash`], say) is a restart and recovers exactly as [`RocksStore::open`] does:
     /// prepared transactions are reloaded, in doubt, with their keys locked (P3).
     ///
-    /// Starts no thread and never blocks: a durable write (Prepare, Commit, Abort) syncs the
-    /// disk inline and completes at once, so the store runs deterministically on one thread.
+    /// Starts no OS thread and never blocks a thread: durable writes (Prepare, Commit, Abort)
+    /// share syncs through a tokio task that takes simulated fsync time, so the store runs
+    /// deterministically on one thread. Use it inside a tokio runtime.
     pub fn open_in_memory(disk: Arc<MemDisk>, config: StoreConfig) -> Result<Self> {
         config.validate()?;
-        Self::start(
-            Engine::Memory(disk),
-            config,
-            Arc::new(StoreStats::default()),
-        )
+        Self::start(Db::memory(disk, ALL_CFS), config)
     }
 
-    /// Mark the first open, and recover.
-    fn start(engine: Engine, config: StoreConfig, stats: Arc<StoreStats>) -> Result<Self> {
+    /// Mark the first open, start the syncer, and recover.
+    fn start(db: Arc<Db>, config: StoreConfig) -> Result<Self> {
         let restarted_at_unix_ms = {
-            let opened_before = engine.get(CF_META, KEY_OPENED)?.is_some();
+            let opened_before = db.get(CF_META, KEY_OPENED)?.is_some();
             if !opened_before {
                 let mut batch = Batch::new();
                 batch.put(CF_META, KEY_OPENED, now_unix_ms().to_be_bytes());
-                engine.write(batch, true)?;
+                db.write(batch, true)?;
             }
             opened_before.then(now_unix_ms)
         };
+        let stats = Arc::new(StoreStats::default());
+        let counted = stats.clone();
+        let syncer = Syncer::start(db.clone(), "ratify-store-sync", move |result| {
+            counted.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = result {
+                tracing::error!(error = %e, "participant store fsync failed");
+            }
+        })?;
         let store = Self {
             inner: Arc::new(Inner {
-                engine,
+                db,
+                syncer,
                 locks: LockTable::new(),
                 config,
                 slots: Mutex::new(BTreeMap::new()),
@@ -536,7 +304,7 @@ impl RocksStore {
 
     fn recover(&self) -> Result<()> {
         let mut slots = self.slots();
-        self.inner.engine.scan(CF_PREPARED, &[], |key, value| {
+        self.inner.db.visit::<Error>(CF_PREPARED, &[], |key, value| {
             let txn_id = txn_from_key(key)?;
             let (writes, prepared_at_unix_ms) = codec::decode_prepared(value)?;
             let locked: BTreeSet<Vec<u8>> = writes.keys().cloned().collect();
@@ -601,7 +369,7 @@ impl RocksStore {
     /// The committed value of `key`, outside any transaction (no locks: a prepared transaction's
     /// writes are not visible until it commits).
     pub fn read_committed(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
-        match self.inner.engine.get(CF_DATA, key)? {
+        match self.inner.db.get(CF_DATA, key)? {
             None => Ok(None),
             Some(bytes) => {
                 let (version, value) = codec::decode_value(&bytes)?;
@@ -615,19 +383,21 @@ impl RocksStore {
     pub fn scan_committed(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let limit = limit.min(self.inner.config.scan_rows_max);
         let mut out = Vec::new();
-        self.inner.engine.scan(CF_DATA, prefix, |key, value| {
-            if !key.starts_with(prefix) || out.len() >= limit {
-                return Ok(ControlFlow::Break(()));
-            }
-            out.push((key.to_vec(), codec::decode_value(value)?.1.to_vec()));
-            Ok(ControlFlow::Continue(()))
-        })?;
+        self.inner
+            .db
+            .visit::<Error>(CF_DATA, prefix, |key, value| {
+                if !key.starts_with(prefix) || out.len() >= limit {
+                    return Ok(ControlFlow::Break(()));
+                }
+                out.push((key.to_vec(), codec::decode_value(value)?.1.to_vec()));
+                Ok(ControlFlow::Continue(()))
+            })?;
         Ok(out)
     }
 
     /// What this participant recorded about a finished transaction, if anything.
     pub fn recorded(&self, txn_id: TxnId) -> Result<Option<Recorded>> {
-        match self.inner.engine.get(CF_OUTCOMES, &txn_id.to_bytes())? {
+        match self.inner.db.get(CF_OUTCOMES, &txn_id.to_bytes())? {
             None => Ok(None),
             Some(bytes) => Ok(Some(codec::decode_outcome(&bytes)?.0)),
         }
@@ -901,18 +671,18 @@ impl RocksStore {
     /// Drop outcomes and tombstones past the retention or beyond the count limit, oldest
     /// transactions first. Returns how many were dropped.
     pub fn prune_outcomes(&self) -> Result<usize> {
-        let engine = &self.inner.engine;
+        let engine = &self.inner.db;
         let cutoff =
             now_unix_ms().saturating_sub(self.inner.config.outcome_retention.as_millis() as u64);
         let total = engine.count(
             CF_OUTCOMES,
             self.inner.config.outcomes_max.saturating_add(1_000_000),
-        );
+        )?;
         let mut excess = total.saturating_sub(self.inner.config.outcomes_max);
         let mut batch = Batch::new();
         let mut dropped = 0;
         // Keys are txn ids, UUIDv7: iteration goes from the oldest transactions.
-        engine.scan(CF_OUTCOMES, &[], |key, value| {
+        engine.visit::<Error>(CF_OUTCOMES, &[], |key, value| {
             let (_, at) = codec::decode_outcome(value)?;
             if excess == 0 && at >= cutoff {
                 return Ok(ControlFlow::Break(()));
@@ -941,7 +711,7 @@ impl RocksStore {
             txn_id.to_bytes(),
             codec::encode_outcome(recorded, now_unix_ms()),
         );
-        self.inner.engine.write(batch, sync_now)
+        Ok(self.inner.db.write(batch, sync_now)?)
     }
 
     /// Remove the slot and release the locks.
@@ -954,10 +724,8 @@ impl RocksStore {
 
     /// Write `batch` and wait for it to be durable (shared fsync).
     async fn write_durable(&self, batch: Batch) -> Result<()> {
-        self.inner
-            .engine
-            .write_durable(batch, &self.inner.stats)
-            .await
+        self.inner.db.write(batch, false)?;
+        Ok(self.inner.syncer.synced().await?)
     }
 
     /// Abort a transaction that has not voted YES (or has: Abort is the coordinator's word),
@@ -1015,7 +783,7 @@ impl RocksStore {
     fn reload_prepared(&self, txn_id: TxnId) -> Result<State> {
         let bytes = self
             .inner
-            .engine
+            .db
             .get(CF_PREPARED, &txn_id.to_bytes())?
             .ok_or_else(|| Error::Corrupt {
                 what: "prepared record".into(),
@@ -1058,7 +826,7 @@ impl RocksStore {
                 None => batch.delete(CF_DATA, key),
                 Some(v) => {
                     // The exclusive lock on `key` makes this read-modify-write safe.
-                    let version = match self.inner.engine.get(CF_DATA, key)? {
+                    let version = match self.inner.db.get(CF_DATA, key)? {
                         Some(old) => codec::decode_value(&old)?.0 + 1,
                         None => 1,
                     };
@@ -1120,7 +888,7 @@ impl RocksStore {
         match self.recorded(txn_id)? {
             Some(Recorded::Committed) if planted::active(Bug::NonIdempotentCommit) => {
                 // Planted bug (e): apply the kept writes again.
-                let engine = &self.inner.engine;
+                let engine = &self.inner.db;
                 if let Some(bytes) = engine.get(CF_META, &planted_key(txn_id))? {
                     let (writes, _) = codec::decode_prepared(&bytes)?;
                     let mut batch = Batch::new();
@@ -1234,7 +1002,7 @@ impl RocksStore {
         );
         let written = if planted::active(Bug::YesWithoutSync) {
             // Planted bug (a): in memory only, so a crash after the YES loses it.
-            self.inner.engine.write_unlogged(batch)
+            Ok(self.inner.db.write_unlogged(batch)?)
         } else {
             self.write_durable(batch).await
         };
@@ -1470,11 +1238,6 @@ impl Resource for RocksStore {
         out.sort_by_key(|d| d.txn_id);
         Ok(out)
     }
-}
-
-fn cf_handle<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(name)
-        .expect("every column family is created at open")
 }
 
 fn txn_from_key(key: &[u8]) -> Result<TxnId> {
@@ -1768,13 +1531,16 @@ impl Txn {
         let limit = limit.min(self.store.inner.config.scan_rows_max);
         let slot = self.slot()?;
         let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
-        self.store.inner.engine.scan(CF_DATA, prefix, |key, _| {
-            if !key.starts_with(prefix) || keys.len() >= limit {
-                return Ok(ControlFlow::Break(()));
-            }
-            keys.insert(key.to_vec());
-            Ok(ControlFlow::Continue(()))
-        })?;
+        self.store
+            .inner
+            .db
+            .visit::<Error>(CF_DATA, prefix, |key, _| {
+                if !key.starts_with(prefix) || keys.len() >= limit {
+                    return Ok(ControlFlow::Break(()));
+                }
+                keys.insert(key.to_vec());
+                Ok(ControlFlow::Continue(()))
+            })?;
         if let State::Staged(s) = &*slot.state() {
             keys.extend(
                 s.writes

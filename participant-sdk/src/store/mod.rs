@@ -18,15 +18,18 @@
 //! batch and wait for a write-ahead-log fsync before answering (P2, P8); concurrent
 //! transactions share fsyncs (group commit), which is where throughput comes from.
 
+mod actions;
 pub mod codec;
+mod config;
 pub mod locks;
+mod slot;
+mod txn;
 
-use ratify_proto::planted::{self, Bug};
+use ratify_proto::planted::Bug;
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,9 +40,13 @@ use ratify_proto::types::participant::{AckStatus, OnePhaseOutcome};
 use ratify_proto::types::{NoReason, TxnId, Vote};
 use ratify_storage::{Batch, Db, MemDisk, Syncer};
 
+use self::actions::{Counter, Next, Now, OnFailure, Record, Rules, Step, Sync};
 use self::codec::{Recorded, Writes};
+pub use self::config::{StoreConfig, StoreStats};
 pub use self::locks::LockPolicy;
-use self::locks::{LockMode, LockTable};
+use self::locks::LockTable;
+use self::slot::{Doomed, Prepared, Slot, Staged, State};
+pub use self::txn::Txn;
 use crate::context::TxnContext;
 use crate::error::{Error, EscapedKey, Result};
 use crate::resource::{InDoubt, Resource};
@@ -57,79 +64,6 @@ const ALL_CFS: &[&str] = &[CF_DATA, CF_PREPARED, CF_OUTCOMES, CF_META];
 /// How often `maintain` prunes outcomes past their retention.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Limits and timeouts of a store. Every field has a default; `validate` checks them.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Staged (unprepared) work older than this is aborted locally (P4).
-    pub staged_timeout: Duration,
-    /// Bytes of keys and values one transaction may stage.
-    pub staged_bytes_per_txn_max: usize,
-    /// Keys one transaction may write.
-    pub keys_per_txn_max: usize,
-    /// Transactions staged or prepared at once.
-    pub concurrent_txns_max: usize,
-    /// Largest key.
-    pub key_bytes_max: usize,
-    /// Largest value.
-    pub value_bytes_max: usize,
-    /// Rows one prefix scan returns, at most.
-    pub scan_rows_max: usize,
-    /// How long outcomes and tombstones are kept (they answer retries and refuse late work).
-    pub outcome_retention: Duration,
-    /// How many outcomes and tombstones are kept, at most (the oldest go first).
-    pub outcomes_max: usize,
-    /// Default lock wait for new transactions: `None` fails fast on a conflict.
-    pub lock_wait: Option<Duration>,
-    /// How waiting transactions avoid deadlock (P9): wound-wait (the default) or wait-die.
-    pub lock_policy: LockPolicy,
-    /// The largest clock difference assumed between an initiator and this participant. After
-    /// a restart, a transaction that began earlier than the restart plus this margin is refused:
-    /// its staged work here may have been lost (P4).
-    pub clock_skew_max: Duration,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            staged_timeout: Duration::from_secs(60),
-            staged_bytes_per_txn_max: 16 << 20,
-            keys_per_txn_max: 10_000,
-            concurrent_txns_max: 10_000,
-            key_bytes_max: 4 << 10,
-            value_bytes_max: 4 << 20,
-            scan_rows_max: 10_000,
-            outcome_retention: Duration::from_secs(24 * 3600),
-            outcomes_max: 1_000_000,
-            lock_wait: None,
-            lock_policy: LockPolicy::default(),
-            clock_skew_max: Duration::from_millis(500),
-        }
-    }
-}
-
-impl StoreConfig {
-    /// Check the settings.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::Context(format!("store config: {what}")));
-        if self.staged_timeout.is_zero() {
-            return bad("staged_timeout must be positive");
-        }
-        if self.keys_per_txn_max == 0 || self.concurrent_txns_max == 0 || self.scan_rows_max == 0 {
-            return bad("limits must be positive");
-        }
-        if self.key_bytes_max == 0
-            || self.value_bytes_max == 0
-            || self.staged_bytes_per_txn_max == 0
-        {
-            return bad("size limits must be positive");
-        }
-        if self.outcomes_max == 0 {
-            return bad("outcomes_max must be positive");
-        }
-        Ok(())
-    }
-}
-
 /// Planted bug (e): where a committed transaction's writes are kept.
 fn planted_key(txn_id: TxnId) -> Vec<u8> {
     let mut k = b"planted-applied/".to_vec();
@@ -141,95 +75,11 @@ fn now_unix_ms() -> u64 {
     ratify_proto::hooks::now_unix_ms()
 }
 
-/// Counters, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct StoreStats {
-    /// Write-ahead-log fsyncs done.
-    pub fsyncs: AtomicU64,
-    /// Transactions prepared.
-    pub prepared: AtomicU64,
-    /// Transactions committed.
-    pub committed: AtomicU64,
-    /// Transactions aborted.
-    pub aborted: AtomicU64,
-}
-
-struct Staged {
-    writes: Writes,
-    locked: BTreeSet<Vec<u8>>,
-    bytes: usize,
-    started: Instant,
-    /// Its age for the lock policy, fixed by its first call here (P9): later calls cannot
-    /// change it, so one transaction never has two ages.
-    age: TxnId,
-    deadline_unix_ms: Option<u64>,
-    rejected: Option<String>,
-}
-
-/// A transaction that can no longer commit here: one of its calls failed (P10). Its staged
-/// writes are gone and its locks released; the slot stays, with the first failure, so later
-/// calls fail at once and Prepare votes NO naming it.
-struct Doomed {
-    reason: NoReason,
-    why: String,
-    /// The service boundary named the failed call (the runtime's call guard); a later doom by
-    /// the call that failed replaces the message the store recorded for the same failure.
-    by_call: bool,
-    since: Instant,
-    deadline_unix_ms: Option<u64>,
-}
-
-struct Prepared {
-    writes: Writes,
-    locked: BTreeSet<Vec<u8>>,
-    prepared_at_unix_ms: u64,
-}
-
-enum State {
-    Staged(Staged),
-    /// A call failed: it will vote NO (P10).
-    Doomed(Doomed),
-    /// Prepare is writing the record; no more reads or writes.
-    Preparing,
-    Prepared(Prepared),
-    /// Finished; the slot is about to go.
-    Done,
-}
-
-impl State {
-    fn name(&self) -> &'static str {
-        match self {
-            State::Staged(_) => "staged",
-            State::Doomed(_) => "doomed",
-            State::Preparing => "preparing",
-            State::Prepared(_) => "prepared",
-            State::Done => "finished",
-        }
-    }
-}
-
-struct Slot {
-    /// Serializes Prepare / Commit / Abort of one transaction.
-    phase: tokio::sync::Mutex<()>,
-    state: Mutex<State>,
-}
-
-impl Slot {
-    fn new(state: State) -> Arc<Self> {
-        Arc::new(Self {
-            phase: tokio::sync::Mutex::new(()),
-            state: Mutex::new(state),
-        })
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 struct Inner {
     db: Arc<Db>,
     syncer: Syncer,
+    /// The planted bug switched on, if any (selftest builds), read once at open.
+    planted: Option<Bug>,
     locks: LockTable,
     config: StoreConfig,
     slots: Mutex<BTreeMap<TxnId, Arc<Slot>>>,
@@ -290,6 +140,7 @@ impl RocksStore {
             inner: Arc::new(Inner {
                 db,
                 syncer,
+                planted: ratify_proto::planted::current(),
                 locks: LockTable::new(),
                 config,
                 slots: Mutex::new(BTreeMap::new()),
@@ -309,7 +160,7 @@ impl RocksStore {
             let (writes, prepared_at_unix_ms) = codec::decode_prepared(value)?;
             let locked: BTreeSet<Vec<u8>> = writes.keys().cloned().collect();
             // Planted bug (g): the keys stay unlocked while the transaction is in doubt.
-            let relock = !planted::active(Bug::RecoveryWithoutLocks);
+            let relock = self.inner.planted != Some(Bug::RecoveryWithoutLocks);
             relock
                 .then(|| {
                     self.inner
@@ -495,13 +346,7 @@ impl RocksStore {
     }
 
     fn handle(&self, txn_id: TxnId, age: TxnId) -> Txn {
-        Txn {
-            store: self.clone(),
-            txn_id,
-            age,
-            lock_wait: self.inner.config.lock_wait,
-            errors_doom: true,
-        }
+        Txn::new(self.clone(), txn_id, age)
     }
 
     /// Doom `txn_id` here (P10): it can no longer commit at this participant. A staged
@@ -582,7 +427,7 @@ impl RocksStore {
                     }
                     return false;
                 }
-                State::Preparing | State::Prepared(_) | State::Done => return false,
+                State::Busy | State::Prepared(_) | State::Done => return false,
             }
         };
         tracing::debug!(%txn_id, "doomed: a call failed");
@@ -728,94 +573,17 @@ impl RocksStore {
         Ok(self.inner.syncer.synced().await?)
     }
 
-    /// Abort a transaction that has not voted YES (or has: Abort is the coordinator's word),
-    /// durably, and leave a tombstone.
-    async fn abort_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<AckStatus> {
-        let taken = {
-            let mut state = slot.state();
-            match std::mem::replace(&mut *state, State::Done) {
-                State::Staged(s) => Some((s.locked, false, None)),
-                State::Doomed(d) => Some((BTreeSet::new(), false, Some(d))),
-                State::Prepared(p) => Some((p.locked, true, None)),
-                other => {
-                    *state = other;
-                    None
-                }
-            }
-        };
-        let Some((locked, was_prepared, doomed)) = taken else {
-            return self.finished_abort(txn_id).await;
-        };
-        let mut batch = Batch::new();
-        if was_prepared {
-            batch.delete(CF_PREPARED, txn_id.to_bytes());
+    fn now(&self) -> Now {
+        Now {
+            instant: Instant::now(),
+            unix_ms: now_unix_ms(),
         }
-        batch.put(
-            CF_OUTCOMES,
-            txn_id.to_bytes(),
-            codec::encode_outcome(Recorded::Aborted, now_unix_ms()),
-        );
-        if let Err(e) = self.write_durable(batch).await {
-            // Not durable: put the state back so a retried Abort (or Commit) finds it.
-            *slot.state() = if was_prepared {
-                self.reload_prepared(txn_id)?
-            } else if let Some(d) = doomed {
-                State::Doomed(d)
-            } else {
-                State::Staged(Staged {
-                    writes: Writes::new(),
-                    locked,
-                    bytes: 0,
-                    started: Instant::now(),
-                    // Only an abort can follow (it is rejected), so its age no longer matters.
-                    age: txn_id,
-                    deadline_unix_ms: None,
-                    rejected: Some("a local abort failed".into()),
-                })
-            };
-            return Err(e);
-        }
-        self.finish(txn_id, &locked);
-        self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
-        Ok(AckStatus::Applied)
     }
 
-    fn reload_prepared(&self, txn_id: TxnId) -> Result<State> {
-        let bytes = self
-            .inner
-            .db
-            .get(CF_PREPARED, &txn_id.to_bytes())?
-            .ok_or_else(|| Error::Corrupt {
-                what: "prepared record".into(),
-                why: format!("{txn_id} vanished"),
-            })?;
-        let (writes, prepared_at_unix_ms) = codec::decode_prepared(&bytes)?;
-        Ok(State::Prepared(Prepared {
-            locked: writes.keys().cloned().collect(),
-            writes,
-            prepared_at_unix_ms,
-        }))
-    }
-
-    /// Abort of a transaction with no slot: answer from the record, or leave a tombstone.
-    async fn finished_abort(&self, txn_id: TxnId) -> Result<AckStatus> {
-        match self.recorded(txn_id)? {
-            Some(Recorded::Aborted) | Some(Recorded::ReadOnly) => Ok(AckStatus::AlreadyApplied),
-            Some(Recorded::Committed) => {
-                tracing::error!(%txn_id, "Abort for a transaction committed here: the coordinator's decision conflicts with this participant's record");
-                Ok(AckStatus::ConflictingOutcome)
-            }
-            None => {
-                // Never seen (or lost at a restart): the tombstone refuses late work (P5).
-                let mut batch = Batch::new();
-                batch.put(
-                    CF_OUTCOMES,
-                    txn_id.to_bytes(),
-                    codec::encode_outcome(Recorded::Aborted, now_unix_ms()),
-                );
-                self.write_durable(batch).await?;
-                Ok(AckStatus::Applied)
-            }
+    fn rules(&self) -> Rules {
+        Rules {
+            staged_timeout: self.inner.config.staged_timeout,
+            planted: self.inner.planted,
         }
     }
 
@@ -837,312 +605,175 @@ impl RocksStore {
         Ok(())
     }
 
-    async fn commit_prepared(&self, txn_id: TxnId, slot: &Slot) -> Result<AckStatus> {
-        let prepared = {
-            let mut state = slot.state();
-            match std::mem::replace(&mut *state, State::Done) {
-                State::Prepared(p) => p,
-                other => {
-                    let name = other.name();
-                    *state = other;
-                    drop(state);
-                    if name == "finished" {
-                        return self.finished_commit(txn_id);
-                    }
-                    tracing::error!(%txn_id, state = name, "Commit for a transaction that is not prepared here");
-                    return Ok(AckStatus::NotPrepared);
-                }
-            }
-        };
-        let mut batch = Batch::new();
-        let staged = self.apply_writes(&mut batch, &prepared.writes);
-        if let Err(e) = staged {
-            *slot.state() = State::Prepared(prepared);
+    /// Carry out an action's [`Step`]: the one place a 2PC action's rows are written, its
+    /// state set, its locks released and its counters bumped (see [`actions`]).
+    async fn run<A>(&self, txn_id: TxnId, slot: &Slot, step: Step<A>) -> Result<A> {
+        let Step {
+            mut batch,
+            apply_writes,
+            sync,
+            held,
+            next,
+            on_failure,
+            count,
+            answer,
+        } = step;
+        if apply_writes
+            && let Some(writes) = held.writes()
+            && let Err(e) = self.apply_writes(&mut batch, writes)
+        {
+            *slot.state() = held;
             return Err(e);
         }
-        batch.delete(CF_PREPARED, txn_id.to_bytes());
-        if planted::active(Bug::NonIdempotentCommit) {
-            // Planted bug (e): keep the writes, to apply them again on a repeated Commit.
-            batch.put(
-                CF_META,
-                planted_key(txn_id),
-                codec::encode_prepared(&prepared.writes, 0),
-            );
-        }
-        batch.put(
-            CF_OUTCOMES,
-            txn_id.to_bytes(),
-            codec::encode_outcome(Recorded::Committed, now_unix_ms()),
-        );
-        if let Err(e) = self.write_durable(batch).await {
-            // Not known durable: stay prepared (locks held) so the retry applies it.
-            *slot.state() = State::Prepared(prepared);
-            return Err(e);
-        }
-        self.finish(txn_id, &prepared.locked);
-        self.inner.stats.committed.fetch_add(1, Ordering::Relaxed);
-        Ok(AckStatus::Applied)
-    }
-
-    fn finished_commit(&self, txn_id: TxnId) -> Result<AckStatus> {
-        match self.recorded(txn_id)? {
-            Some(Recorded::Committed) if planted::active(Bug::NonIdempotentCommit) => {
-                // Planted bug (e): apply the kept writes again.
-                let engine = &self.inner.db;
-                if let Some(bytes) = engine.get(CF_META, &planted_key(txn_id))? {
-                    let (writes, _) = codec::decode_prepared(&bytes)?;
-                    let mut batch = Batch::new();
-                    self.apply_writes(&mut batch, &writes)?;
-                    engine.write(batch, false)?;
+        let written = match sync {
+            Sync::Nothing => Ok(()),
+            Sync::Lazy => {
+                if let Err(e) = self.inner.db.write(batch, false) {
+                    tracing::warn!(%txn_id, error = %e, "could not record a tombstone or a read-only vote");
                 }
-                Ok(AckStatus::Applied)
+                Ok(())
             }
-            Some(Recorded::Committed) | Some(Recorded::ReadOnly) => Ok(AckStatus::AlreadyApplied),
-            Some(Recorded::Aborted) => {
-                tracing::error!(%txn_id, "Commit for a transaction aborted here: the coordinator's decision conflicts with this participant's record");
-                Ok(AckStatus::ConflictingOutcome)
-            }
-            None => {
-                tracing::error!(%txn_id, "Commit for a transaction never prepared here");
-                Ok(AckStatus::NotPrepared)
-            }
-        }
-    }
-
-    /// Prepare of a transaction with no slot (P5): an earlier answer if there is one, else NO.
-    fn prepare_unknown(&self, txn_id: TxnId) -> Result<Vote> {
-        Ok(match self.recorded(txn_id)? {
-            // A late duplicate of a Prepare whose transaction already committed here.
-            Some(Recorded::Committed) => Vote::Yes,
-            Some(Recorded::ReadOnly) => Vote::ReadOnly,
-            Some(Recorded::Aborted) => Vote::No {
-                reason: NoReason::AlreadyAborted,
-                message: "aborted here earlier".into(),
-            },
-            // Planted bug (h): the lost work is taken for no work at all.
-            None if planted::active(Bug::LostWorkReadOnly) => Vote::ReadOnly,
-            None => {
-                // Leave a tombstone so business calls arriving later are refused.
-                if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
-                    tracing::warn!(%txn_id, error = %e, "could not record a tombstone");
-                }
-                Vote::No {
-                    reason: NoReason::UnknownTxn,
-                    message: "no staged work here (never seen, or lost at a restart)".into(),
-                }
-            }
-        })
-    }
-
-    async fn prepare_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<Vote> {
-        let (writes, locked) = {
-            let mut state = slot.state();
-            match &*state {
-                State::Prepared(_) => return Ok(Vote::Yes),
-                State::Done => {
-                    drop(state);
-                    return self.prepare_unknown(txn_id);
-                }
-                State::Preparing => unreachable!("Preparing is only seen under the phase lock"),
-                State::Doomed(_) => {
-                    let State::Doomed(d) = std::mem::replace(&mut *state, State::Done) else {
-                        unreachable!("matched Doomed above");
-                    };
-                    drop(state);
-                    if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
-                        tracing::warn!(%txn_id, error = %e, "could not record a tombstone");
-                    }
-                    self.finish(txn_id, &BTreeSet::new());
-                    self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Vote::No {
-                        reason: d.reason,
-                        message: d.why,
-                    });
-                }
-                State::Staged(_) => {}
-            }
-            let State::Staged(s) = std::mem::replace(&mut *state, State::Preparing) else {
-                unreachable!("matched Staged above");
-            };
-            let expired = s.started.elapsed() > self.inner.config.staged_timeout
-                || s.deadline_unix_ms.is_some_and(|d| d < now_unix_ms());
-            let refusal = match (&s.rejected, expired) {
-                (Some(why), _) => Some((NoReason::ValidationFailed, why.clone())),
-                (None, true) => Some((NoReason::StagedTimeout, "staged work timed out".to_owned())),
-                (None, false) => None,
-            };
-            if let Some((reason, message)) = refusal {
-                *state = State::Done;
-                drop(state);
-                if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
-                    tracing::warn!(%txn_id, error = %e, "could not record a tombstone");
-                }
-                self.finish(txn_id, &s.locked);
-                self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
-                return Ok(Vote::No { reason, message });
-            }
-            if s.writes.is_empty() {
-                // Read-only here: release the read locks now; no phase 2 (P9, C3).
-                *state = State::Done;
-                drop(state);
-                if let Err(e) = self.write_outcome(txn_id, Recorded::ReadOnly, None, false) {
-                    tracing::warn!(%txn_id, error = %e, "could not record a read-only vote");
-                }
-                self.finish(txn_id, &s.locked);
-                return Ok(Vote::ReadOnly);
-            }
-            (s.writes, s.locked)
-        };
-        let prepared_at_unix_ms = now_unix_ms();
-        let mut batch = Batch::new();
-        batch.put(
-            CF_PREPARED,
-            txn_id.to_bytes(),
-            codec::encode_prepared(&writes, prepared_at_unix_ms),
-        );
-        let written = if planted::active(Bug::YesWithoutSync) {
-            // Planted bug (a): in memory only, so a crash after the YES loses it.
-            Ok(self.inner.db.write_unlogged(batch)?)
-        } else {
-            self.write_durable(batch).await
+            Sync::Durable => self.write_durable(batch).await,
+            Sync::Unlogged => self.inner.db.write_unlogged(batch).map_err(Error::from),
         };
         if let Err(e) = written {
-            // Nothing is known durable: abort locally (safe before YES) and vote NO.
-            *slot.state() = State::Done;
-            let mut undo = Batch::new();
-            undo.delete(CF_PREPARED, txn_id.to_bytes());
-            let _ = self.write_outcome(txn_id, Recorded::Aborted, Some(undo), false);
-            self.finish(txn_id, &locked);
-            return Err(e);
-        }
-        *slot.state() = State::Prepared(Prepared {
-            writes,
-            locked,
-            prepared_at_unix_ms,
-        });
-        self.inner.locks.mark_prepared(txn_id);
-        self.inner.stats.prepared.fetch_add(1, Ordering::Relaxed);
-        Ok(Vote::Yes)
-    }
-
-    async fn one_phase_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<OnePhaseOutcome> {
-        enum Found {
-            Staged(Staged),
-            Doomed(Doomed),
-            Prepared,
-            Done,
-        }
-        let found = {
-            let mut state = slot.state();
-            match std::mem::replace(&mut *state, State::Preparing) {
-                State::Staged(s) => Found::Staged(s),
-                State::Doomed(d) => Found::Doomed(d),
-                other => {
-                    let found = match &other {
-                        State::Prepared(_) => Found::Prepared,
-                        _ => Found::Done,
-                    };
-                    *state = other;
-                    found
+            match on_failure {
+                // Not known durable: as before, so a retry finds it.
+                OnFailure::Restore => *slot.state() = held,
+                OnFailure::RestoreRefused => {
+                    *slot.state() = match held {
+                        State::Staged(mut s) => {
+                            s.rejected = Some("a local abort failed".into());
+                            State::Staged(s)
+                        }
+                        other => other,
+                    }
+                }
+                OnFailure::AbortLocally => {
+                    *slot.state() = State::Done;
+                    let mut undo = Batch::new();
+                    undo.delete(CF_PREPARED, txn_id.to_bytes());
+                    let _ = self.write_outcome(txn_id, Recorded::Aborted, Some(undo), false);
+                    self.finish(txn_id, held.locked().unwrap_or(&BTreeSet::new()));
                 }
             }
+            return Err(e);
+        }
+        match next {
+            Next::Keep => *slot.state() = held,
+            Next::Done => {
+                *slot.state() = State::Done;
+                self.finish(txn_id, held.locked().unwrap_or(&BTreeSet::new()));
+            }
+            Next::Prepared { at_unix_ms } => {
+                let State::Staged(s) = held else {
+                    return Err(Error::Corrupt {
+                        what: "transaction state".into(),
+                        why: format!("{txn_id}: only staged work prepares"),
+                    });
+                };
+                *slot.state() = State::Prepared(Prepared {
+                    writes: s.writes,
+                    locked: s.locked,
+                    prepared_at_unix_ms: at_unix_ms,
+                });
+                self.inner.locks.mark_prepared(txn_id);
+            }
+        }
+        let stats = &self.inner.stats;
+        match count {
+            Some(Counter::Prepared) => stats.prepared.fetch_add(1, Ordering::Relaxed),
+            Some(Counter::Committed) => stats.committed.fetch_add(1, Ordering::Relaxed),
+            Some(Counter::Aborted) => stats.aborted.fetch_add(1, Ordering::Relaxed),
+            None => 0,
         };
-        let staged = match found {
-            Found::Staged(s) => s,
-            Found::Doomed(d) => {
+        Ok(answer)
+    }
+
+    /// Carry out what a record-only answer writes.
+    async fn record(&self, txn_id: TxnId, record: Record) -> Result<()> {
+        match record {
+            Record::Nothing => Ok(()),
+            Record::Tombstone(Sync::Durable) => {
                 let mut batch = Batch::new();
                 batch.put(
                     CF_OUTCOMES,
                     txn_id.to_bytes(),
                     codec::encode_outcome(Recorded::Aborted, now_unix_ms()),
                 );
-                if let Err(e) = self.write_durable(batch).await {
-                    *slot.state() = State::Doomed(d);
-                    return Err(e);
+                self.write_durable(batch).await
+            }
+            Record::Tombstone(_) => {
+                if let Err(e) = self.write_outcome(txn_id, Recorded::Aborted, None, false) {
+                    tracing::warn!(%txn_id, error = %e, "could not record a tombstone");
                 }
-                *slot.state() = State::Done;
-                self.finish(txn_id, &BTreeSet::new());
-                self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
-                return Ok(OnePhaseOutcome::Aborted {
-                    reason: d.reason,
-                    message: d.why,
-                });
+                Ok(())
             }
-            Found::Done => return self.one_phase_unknown(txn_id),
-            Found::Prepared => {
-                return match self.commit_prepared(txn_id, slot).await? {
-                    AckStatus::Applied | AckStatus::AlreadyApplied => {
-                        Ok(OnePhaseOutcome::Committed)
-                    }
-                    other => Ok(OnePhaseOutcome::Unknown {
-                        message: format!("commit of the prepared transaction answered {other:?}"),
-                    }),
-                };
+            Record::ApplyKeptAgain => {
+                // Planted bug (e): apply the kept writes again.
+                if let Some(bytes) = self.inner.db.get(CF_META, &planted_key(txn_id))? {
+                    let (writes, _) = codec::decode_prepared(&bytes)?;
+                    let mut batch = Batch::new();
+                    self.apply_writes(&mut batch, &writes)?;
+                    self.inner.db.write(batch, false)?;
+                }
+                Ok(())
             }
-        };
-        let expired = staged.started.elapsed() > self.inner.config.staged_timeout
-            || staged.deadline_unix_ms.is_some_and(|d| d < now_unix_ms());
-        let refusal = match (&staged.rejected, expired) {
-            (Some(why), _) => Some((NoReason::ValidationFailed, why.clone())),
-            (None, true) => Some((NoReason::StagedTimeout, "staged work timed out".to_owned())),
-            (None, false) => None,
-        };
-        let mut batch = Batch::new();
-        let recorded = if refusal.is_some() {
-            Recorded::Aborted
-        } else {
-            if let Err(e) = self.apply_writes(&mut batch, &staged.writes) {
-                *slot.state() = State::Staged(staged);
-                return Err(e);
-            }
-            Recorded::Committed
-        };
-        batch.put(
-            CF_OUTCOMES,
-            txn_id.to_bytes(),
-            codec::encode_outcome(recorded, now_unix_ms()),
-        );
-        if let Err(e) = self.write_durable(batch).await {
-            *slot.state() = State::Staged(staged);
-            return Err(e);
         }
-        *slot.state() = State::Done;
-        self.finish(txn_id, &staged.locked);
-        Ok(match refusal {
-            Some((reason, message)) => {
-                self.inner.stats.aborted.fetch_add(1, Ordering::Relaxed);
-                OnePhaseOutcome::Aborted { reason, message }
-            }
-            None => {
-                self.inner.stats.committed.fetch_add(1, Ordering::Relaxed);
-                OnePhaseOutcome::Committed
-            }
-        })
     }
 
-    fn one_phase_unknown(&self, txn_id: TxnId) -> Result<OnePhaseOutcome> {
-        Ok(match self.prepare_unknown(txn_id)? {
-            Vote::Yes | Vote::ReadOnly => OnePhaseOutcome::Committed,
-            Vote::No { reason, message } => OnePhaseOutcome::Aborted { reason, message },
-        })
+    /// Prepare of a transaction with no slot (P5).
+    async fn prepare_unknown(&self, txn_id: TxnId) -> Result<Vote> {
+        let (vote, record) = actions::prepare_unknown(self.recorded(txn_id)?, &self.rules());
+        self.record(txn_id, record).await?;
+        Ok(vote)
     }
 
-    /// Run `f` on a transaction's slot under its phase lock, or `none` if it has no slot.
-    async fn with_phase<T, F, Fut>(
-        &self,
-        txn_id: TxnId,
-        none: impl FnOnce() -> Result<T>,
-        f: F,
-    ) -> Result<T>
-    where
-        F: FnOnce(Arc<Slot>) -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let Some(slot) = self.slot(txn_id) else {
-            return none();
-        };
-        let _phase = slot.phase.lock().await;
-        f(slot.clone()).await
+    /// Commit of a transaction with no slot, or a finished one (P7).
+    async fn commit_finished(&self, txn_id: TxnId) -> Result<AckStatus> {
+        let (ack, record) = actions::commit_finished(self.recorded(txn_id)?, &self.rules());
+        match ack {
+            AckStatus::ConflictingOutcome => {
+                tracing::error!(%txn_id, "Commit for a transaction aborted here: the coordinator's decision conflicts with this participant's record")
+            }
+            AckStatus::NotPrepared => {
+                tracing::error!(%txn_id, "Commit for a transaction never prepared here")
+            }
+            _ => {}
+        }
+        self.record(txn_id, record).await?;
+        Ok(ack)
+    }
+
+    /// Abort of a transaction with no slot, or a finished one (P5, P7).
+    async fn abort_finished(&self, txn_id: TxnId) -> Result<AckStatus> {
+        let (ack, record) = actions::abort_finished(self.recorded(txn_id)?);
+        if ack == AckStatus::ConflictingOutcome {
+            tracing::error!(%txn_id, "Abort for a transaction committed here: the coordinator's decision conflicts with this participant's record");
+        }
+        self.record(txn_id, record).await?;
+        Ok(ack)
+    }
+
+    /// One-phase commit of a transaction with no slot, or a finished one (C2).
+    async fn one_phase_unknown(&self, txn_id: TxnId) -> Result<OnePhaseOutcome> {
+        let (outcome, record) = actions::one_phase_unknown(self.recorded(txn_id)?, &self.rules());
+        self.record(txn_id, record).await?;
+        Ok(outcome)
+    }
+
+    /// Commit of a slot held under its phase lock.
+    async fn commit_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<AckStatus> {
+        let state = slot.state().name();
+        if matches!(*slot.state(), State::Done) {
+            return self.commit_finished(txn_id).await;
+        }
+        let step = actions::commit(txn_id, slot.take(), self.now(), &self.rules());
+        let ack = self.run(txn_id, slot, step).await?;
+        if ack == AckStatus::NotPrepared {
+            tracing::error!(%txn_id, state, "Commit for a transaction that is not prepared here");
+        }
+        Ok(ack)
     }
 }
 
@@ -1157,40 +788,62 @@ impl Resource for RocksStore {
     }
 
     async fn prepare(&self, txn_id: TxnId) -> Result<Vote> {
-        self.with_phase(
-            txn_id,
-            || self.prepare_unknown(txn_id),
-            |slot| async move { self.prepare_slot(txn_id, &slot).await },
-        )
-        .await
+        let Some(slot) = self.slot(txn_id) else {
+            return self.prepare_unknown(txn_id).await;
+        };
+        let _phase = slot.phase.lock().await;
+        if matches!(*slot.state(), State::Done) {
+            return self.prepare_unknown(txn_id).await;
+        }
+        let step = actions::prepare(txn_id, slot.take(), self.now(), &self.rules());
+        self.run(txn_id, &slot, step).await
     }
 
     async fn commit(&self, txn_id: TxnId) -> Result<AckStatus> {
-        self.with_phase(
-            txn_id,
-            || self.finished_commit(txn_id),
-            |slot| async move { self.commit_prepared(txn_id, &slot).await },
-        )
-        .await
+        let Some(slot) = self.slot(txn_id) else {
+            return self.commit_finished(txn_id).await;
+        };
+        let _phase = slot.phase.lock().await;
+        self.commit_slot(txn_id, &slot).await
     }
 
     async fn abort(&self, txn_id: TxnId) -> Result<AckStatus> {
-        match self.slot(txn_id) {
-            None => self.finished_abort(txn_id).await,
-            Some(slot) => {
-                let _phase = slot.phase.lock().await;
-                self.abort_slot(txn_id, &slot).await
-            }
+        let Some(slot) = self.slot(txn_id) else {
+            return self.abort_finished(txn_id).await;
+        };
+        let _phase = slot.phase.lock().await;
+        if matches!(*slot.state(), State::Done | State::Busy) {
+            return self.abort_finished(txn_id).await;
         }
+        let step = actions::abort(txn_id, slot.take(), self.now());
+        self.run(txn_id, &slot, step).await
     }
 
     async fn commit_one_phase(&self, txn_id: TxnId) -> Result<OnePhaseOutcome> {
-        self.with_phase(
-            txn_id,
-            || self.one_phase_unknown(txn_id),
-            |slot| async move { self.one_phase_slot(txn_id, &slot).await },
-        )
-        .await
+        let Some(slot) = self.slot(txn_id) else {
+            return self.one_phase_unknown(txn_id).await;
+        };
+        let _phase = slot.phase.lock().await;
+        let (done, prepared) = {
+            let state = slot.state();
+            (
+                matches!(*state, State::Done | State::Busy),
+                matches!(*state, State::Prepared(_)),
+            )
+        };
+        if done {
+            return self.one_phase_unknown(txn_id).await;
+        }
+        if prepared {
+            return match self.commit_slot(txn_id, &slot).await? {
+                AckStatus::Applied | AckStatus::AlreadyApplied => Ok(OnePhaseOutcome::Committed),
+                other => Ok(OnePhaseOutcome::Unknown {
+                    message: format!("commit of the prepared transaction answered {other:?}"),
+                }),
+            };
+        }
+        let step = actions::one_phase(txn_id, slot.take(), self.now(), &self.rules());
+        self.run(txn_id, &slot, step).await
     }
 
     async fn maintain(&self) {
@@ -1266,312 +919,5 @@ fn not_active(txn_id: TxnId, state: &State) -> Error {
             txn_id,
             state: other.name(),
         },
-    }
-}
-
-/// A transaction's work at this participant: reads and writes under strict two-phase locking
-/// (P9). Get one from [`RocksStore::txn`]. Reads see the transaction's own writes; writes stay in
-/// memory until Prepare.
-///
-/// A failed read or write (a lock conflict, a limit, a storage error) dooms the transaction
-/// here (docs/protocol.md P10): its staged writes are discarded and its locks released at
-/// once, later operations fail with [`Error::TxnAborted`] naming the first failure, and
-/// Prepare votes NO. An initiator that commits after an error therefore gets ABORTED, never a
-/// transaction with a leg missing. A handler that expects a failure and handles it on purpose
-/// (tries a hot key and falls back to another, say) uses [`Txn::harmless_errors`].
-#[derive(Clone)]
-pub struct Txn {
-    store: RocksStore,
-    txn_id: TxnId,
-    /// The id whose age counts for wait-die (the first attempt's, for a retry).
-    age: TxnId,
-    lock_wait: Option<Duration>,
-    /// Failed operations doom the transaction (P10); off for [`Txn::harmless_errors`].
-    errors_doom: bool,
-}
-
-impl Txn {
-    /// The transaction's id.
-    pub fn id(&self) -> TxnId {
-        self.txn_id
-    }
-
-    /// Wait up to `limit` for conflicting locks (wait-die: only an older transaction waits for
-    /// a younger one; a younger one gets `Conflict` at once; a retry counts as old as its first
-    /// attempt, `TxnContext::age`). `None` fails fast.
-    pub fn with_lock_wait(mut self, limit: Option<Duration>) -> Self {
-        self.lock_wait = limit;
-        self
-    }
-
-    /// A handle whose failed operations do **not** doom the transaction (P10): for a handler
-    /// that probes on purpose — tries a lock with no wait and, on `Conflict`, does something
-    /// else — and handles the error itself. The failed operation did nothing; the rest of the
-    /// transaction stands. Errors that say the transaction is already aborted or prepared
-    /// here stay what they are. Meant to be visible in code review:
-    ///
-    /// ```ignore
-    /// match txn.harmless_errors().with_lock_wait(None).put(b"seat/12A", b"alice").await {
-    ///     Ok(()) => "12A",
-    ///     Err(Error::Conflict { .. }) => { txn.put(b"seat/12B", b"alice").await?; "12B" }
-    ///     Err(e) => return Err(e.into()),
-    /// }
-    /// ```
-    pub fn harmless_errors(mut self) -> Self {
-        self.errors_doom = false;
-        self
-    }
-
-    /// An operation failed with `e`: doom the transaction here (P10) unless this handle says
-    /// its errors are harmless. Errors that mean the transaction is already aborted, doomed or
-    /// prepared here have nothing left to doom.
-    fn failed(&self, e: Error) -> Error {
-        let reason = match &e {
-            Error::Conflict { .. } => NoReason::Conflict,
-            Error::LimitExceeded { .. } => NoReason::LimitExceeded,
-            Error::Storage(_) | Error::Corrupt { .. } => NoReason::StorageError,
-            Error::TxnAborted { .. }
-            | Error::TxnNotActive { .. }
-            | Error::Context(_)
-            | Error::Coordinator(_) => return e,
-        };
-        // Planted bug (f): a failed operation leaves the transaction as it was.
-        if self.errors_doom && !planted::active(Bug::ErrorsDoNotDoom) {
-            self.store.doom_with(
-                self.txn_id,
-                reason,
-                format!("a read or write failed: {e}"),
-                false,
-            );
-        }
-        e
-    }
-
-    fn slot(&self) -> Result<Arc<Slot>> {
-        self.store
-            .slot(self.txn_id)
-            .ok_or_else(|| match self.store.recorded(self.txn_id) {
-                Ok(Some(Recorded::Committed)) => Error::TxnNotActive {
-                    txn_id: self.txn_id,
-                    state: "committed",
-                },
-                Ok(Some(Recorded::ReadOnly)) => Error::TxnNotActive {
-                    txn_id: self.txn_id,
-                    state: "prepared (read-only)",
-                },
-                Ok(_) => Error::TxnAborted {
-                    txn_id: self.txn_id,
-                    why: "it was aborted here (staged timeout, wounded by an older transaction, \
-                          or the coordinator's decision)"
-                        .into(),
-                },
-                Err(e) => e,
-            })
-    }
-
-    fn check_key(&self, key: &[u8]) -> Result<()> {
-        let max = self.store.inner.config.key_bytes_max;
-        if key.len() > max {
-            return Err(Error::LimitExceeded {
-                limit: "key_bytes_max",
-                max,
-                asked: key.len(),
-            });
-        }
-        Ok(())
-    }
-
-    fn is_staged(&self) -> bool {
-        self.store
-            .slot(self.txn_id)
-            .is_some_and(|slot| matches!(&*slot.state(), State::Staged(_)))
-    }
-
-    /// Take a lock and record it in the staged state; fails if the transaction stopped being
-    /// staged meanwhile (prepared, aborted), releasing the lock it just took.
-    async fn lock(&self, slot: &Slot, key: &[u8], mode: LockMode) -> Result<()> {
-        {
-            let state = slot.state();
-            if !matches!(&*state, State::Staged(_)) {
-                return Err(not_active(self.txn_id, &state));
-            }
-        }
-        let locks = &self.store.inner.locks;
-        let newly = locks.held(self.txn_id, key).is_none_or(|m| m < mode);
-        locks
-            .acquire(
-                locks::Owner {
-                    txn: self.txn_id,
-                    age: self.age,
-                },
-                key,
-                mode,
-                self.lock_wait,
-                self.store.inner.config.lock_policy,
-                // A requester that was itself wounded meanwhile wounds nobody: it waits out
-                // its wait and then finds itself aborted below.
-                &|victim| self.is_staged() && self.store.wound(victim, self.txn_id),
-            )
-            .await
-            .map_err(|c| Error::Conflict {
-                key: EscapedKey(c.key),
-                holder: c.holder,
-                waited: c.waited,
-                died: c.died,
-            })?;
-        let mut state = slot.state();
-        match &mut *state {
-            State::Staged(s) => {
-                s.locked.insert(key.to_vec());
-                Ok(())
-            }
-            other => {
-                // Doomed or finished meanwhile: it holds no locks any more (whatever it held
-                // was released then), so whatever this acquire granted goes too. Preparing or
-                // prepared: its own locks stay, a lock taken just now goes.
-                if newly || matches!(other, State::Doomed(_) | State::Done) {
-                    locks.release(self.txn_id, [key]);
-                }
-                Err(not_active(self.txn_id, other))
-            }
-        }
-    }
-
-    /// Read `key` (shared lock): the transaction's own write if it made one, else the committed
-    /// value.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.get_versioned(key).await?.map(|(_, v)| v))
-    }
-
-    /// Read `key` with its version (the number of commits that wrote it; 0 for the
-    /// transaction's own uncommitted write).
-    pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
-        self.read(key).await.map_err(|e| self.failed(e))
-    }
-
-    async fn read(&self, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
-        self.check_key(key)?;
-        let slot = self.slot()?;
-        self.lock(&slot, key, LockMode::Shared).await?;
-        if let State::Staged(s) = &*slot.state()
-            && let Some(own) = s.writes.get(key)
-        {
-            return Ok(own.clone().map(|v| (0, v)));
-        }
-        self.store.read_committed(key)
-    }
-
-    /// Write `key` (exclusive lock); visible to this transaction at once, to others after
-    /// commit.
-    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let max = self.store.inner.config.value_bytes_max;
-        if value.len() > max {
-            return Err(self.failed(Error::LimitExceeded {
-                limit: "value_bytes_max",
-                max,
-                asked: value.len(),
-            }));
-        }
-        self.write(key, Some(value.to_vec()))
-            .await
-            .map_err(|e| self.failed(e))
-    }
-
-    /// Delete `key` (exclusive lock).
-    pub async fn delete(&self, key: &[u8]) -> Result<()> {
-        self.write(key, None).await.map_err(|e| self.failed(e))
-    }
-
-    async fn write(&self, key: &[u8], value: Option<Vec<u8>>) -> Result<()> {
-        self.check_key(key)?;
-        let slot = self.slot()?;
-        self.lock(&slot, key, LockMode::Exclusive).await?;
-        let config = &self.store.inner.config;
-        let mut state = slot.state();
-        let State::Staged(s) = &mut *state else {
-            return Err(not_active(self.txn_id, &state));
-        };
-        let old = s
-            .writes
-            .get(key)
-            .map_or(0, |v| key.len() + v.as_ref().map_or(0, Vec::len));
-        let new = key.len() + value.as_ref().map_or(0, Vec::len);
-        let bytes = s.bytes - old + new;
-        if bytes > config.staged_bytes_per_txn_max {
-            return Err(Error::LimitExceeded {
-                limit: "staged_bytes_per_txn_max",
-                max: config.staged_bytes_per_txn_max,
-                asked: bytes,
-            });
-        }
-        if old == 0 && !s.writes.contains_key(key) && s.writes.len() >= config.keys_per_txn_max {
-            return Err(Error::LimitExceeded {
-                limit: "keys_per_txn_max",
-                max: config.keys_per_txn_max,
-                asked: s.writes.len() + 1,
-            });
-        }
-        s.bytes = bytes;
-        s.writes.insert(key.to_vec(), value);
-        Ok(())
-    }
-
-    /// Every key starting with `prefix`, with its value as this transaction sees it, in key
-    /// order, at most `limit` (capped by the store's `scan_rows_max`). Each returned key is
-    /// read-locked. Keys inserted by others after the scan are not (no phantom protection).
-    pub async fn scan_prefix(
-        &self,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan(prefix, limit).await.map_err(|e| self.failed(e))
-    }
-
-    async fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let limit = limit.min(self.store.inner.config.scan_rows_max);
-        let slot = self.slot()?;
-        let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
-        self.store
-            .inner
-            .db
-            .visit::<Error>(CF_DATA, prefix, |key, _| {
-                if !key.starts_with(prefix) || keys.len() >= limit {
-                    return Ok(ControlFlow::Break(()));
-                }
-                keys.insert(key.to_vec());
-                Ok(ControlFlow::Continue(()))
-            })?;
-        if let State::Staged(s) = &*slot.state() {
-            keys.extend(
-                s.writes
-                    .range(prefix.to_vec()..)
-                    .take_while(|(k, _)| k.starts_with(prefix))
-                    .map(|(k, _)| k.clone()),
-            );
-        }
-        let mut out = Vec::new();
-        for key in keys {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some((_, value)) = self.read(&key).await? {
-                out.push((key, value));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Mark the transaction as refused by the service's own validation: this participant will
-    /// vote NO (`VALIDATION_FAILED`, with `why`) and the transaction will abort everywhere.
-    pub fn reject(&self, why: impl Into<String>) -> Result<()> {
-        let slot = self.slot()?;
-        let mut state = slot.state();
-        match &mut *state {
-            State::Staged(s) => {
-                s.rejected = Some(why.into());
-                Ok(())
-            }
-            other => Err(not_active(self.txn_id, other)),
-        }
     }
 }

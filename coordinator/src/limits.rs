@@ -23,10 +23,6 @@ pub const SNAPSHOT_LOGS_SINCE_LAST: u64 = 5_000;
 pub const LOG_ENTRIES_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
 /// Connecting to a peer gives up after this long (the next RPC tries again).
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Group commit: callbacks waiting for one WAL fsync, at most.
-pub const LOG_SYNC_BATCH_MAX: usize = 4_096;
-/// Pending log-sync requests queued to the sync thread, at most (the appender waits beyond).
-pub const LOG_SYNC_QUEUE_MAX: usize = 8_192;
 /// Transactions listed per ListTxns page, at most; and the default.
 pub const LIST_TXNS_LIMIT_MAX: u32 = 1_000;
 /// Default ListTxns page size.

@@ -102,13 +102,16 @@ struct World {
     proposals: VecDeque<DecideItem>,
     prepares: VecDeque<(ParticipantId, TxnId)>,
     phase2: VecDeque<(ParticipantId, Decision, TxnId)>,
-    one_phase: VecDeque<TxnId>,
+    /// One-phase commits (or, `true`, one-participant Aborts) sent.
+    one_phase: VecDeque<(TxnId, bool)>,
     /// Each participant's vote, fixed at its first Prepare.
     votes: BTreeMap<(ParticipantId, TxnId), Vote>,
     /// Votes the driver was given.
     delivered: BTreeMap<(ParticipantId, TxnId), Vote>,
     /// Participants' own outcomes: a one-phase commit decides there.
     one_phase_outcomes: BTreeMap<TxnId, bool>,
+    /// The deadline of the one-phase commit in progress, until its outcome is delivered.
+    one_phase_live: BTreeMap<TxnId, u64>,
     replies: BTreeMap<ReplyId, (Asked, TxnId)>,
     next_reply: ReplyId,
     violations: Vec<String>,
@@ -128,6 +131,7 @@ impl World {
             votes: BTreeMap::new(),
             delivered: BTreeMap::new(),
             one_phase_outcomes: BTreeMap::new(),
+            one_phase_live: BTreeMap::new(),
             replies: BTreeMap::new(),
             next_reply: 1,
             violations: Vec::new(),
@@ -168,7 +172,17 @@ impl World {
                     self.prepares.push_back((participant.clone(), t));
                 }
             }
-            Action::SendOnePhase { txn_id, .. } => self.one_phase.push_back(txn_id),
+            Action::SendOnePhase {
+                txn_id,
+                abort,
+                deadline_unix_ms,
+                ..
+            } => {
+                if !abort {
+                    self.one_phase_live.insert(txn_id, deadline_unix_ms);
+                }
+                self.one_phase.push_back((txn_id, abort))
+            }
             Action::Propose { items } => {
                 for item in items {
                     if item.decision == FinalDecision::Commit
@@ -230,7 +244,7 @@ impl World {
                 if let Some(committed) = told {
                     // One participant: its own outcome is the truth (C2); else the record (C5).
                     let truth = match self.one_phase_outcomes.get(&t) {
-                        Some(c) if asked == Asked::Commit && recorded.is_none() => Some(*c),
+                        Some(c) if recorded.is_none() => Some(*c),
                         _ => recorded.map(|d| d == FinalDecision::Commit),
                     };
                     if truth != Some(committed) {
@@ -257,9 +271,18 @@ impl World {
     fn event(&mut self, op: u8, a: u8, b: u8) {
         self.now += u64::from(b % 8);
         let t = txn(a % TXNS);
-        // Abort, Resolve and ForceResolve concern two-phase transactions (1..): the one-phase
-        // transaction (0) is decided at its participant, C2.
-        let two_phase = 1 + a % (TXNS - 1);
+        // Abort, Resolve and ForceResolve concern two-phase transactions (1..), and the
+        // one-phase transaction (0) only while its one-phase commit runs: they join it (C2).
+        // (After it, nothing is recorded here to answer them from: see docs/protocol.md C2.)
+        let live = self
+            .one_phase_live
+            .get(&txn(0))
+            .is_some_and(|deadline| self.now < *deadline);
+        let two_phase = if live && b.is_multiple_of(4) {
+            0
+        } else {
+            1 + a % (TXNS - 1)
+        };
         match op % 16 {
             0 | 1 => {
                 let reply = self.reply(Asked::Commit, t);
@@ -275,12 +298,15 @@ impl World {
             }
             // Aborts, Resolves and forced decisions are rarer than commits, as in life.
             2 if b.is_multiple_of(3) => {
-                let t = txn(two_phase);
+                // The one-participant transaction may be aborted at any time: its Abort asks
+                // the participant (C2).
+                let index = if a.is_multiple_of(2) { 0 } else { two_phase };
+                let t = txn(index);
                 let reply = self.reply(Asked::Abort, t);
                 let recorded = self.record.decided.get(&t).map(|(d, _)| d.clone());
                 self.step(Input::Abort {
                     txn_id: t,
-                    participants: Self::participants_of(two_phase),
+                    participants: Self::participants_of(index),
                     message: "gave up".into(),
                     recorded,
                     reply,
@@ -365,11 +391,12 @@ impl World {
                 }
             }
             10 => {
-                if let Some(t) = self.one_phase.pop_front() {
+                if let Some((t, abort)) = self.one_phase.pop_front() {
+                    // The participant decides once: commit (unless told to abort first).
                     let committed = *self
                         .one_phase_outcomes
                         .entry(t)
-                        .or_insert(!b.is_multiple_of(3));
+                        .or_insert(!abort && !b.is_multiple_of(3));
                     let outcome = match (a % 4, committed) {
                         (0, _) => OnePhaseOutcome::Unknown {
                             message: "disk".into(),
@@ -380,6 +407,9 @@ impl World {
                             message: "no".into(),
                         },
                     };
+                    if !matches!(outcome, OnePhaseOutcome::Unknown { .. }) {
+                        self.one_phase_live.remove(&t);
+                    }
                     self.step(Input::OnePhaseResult { txn_id: t, outcome });
                 }
             }
@@ -403,6 +433,7 @@ impl World {
                 // Leadership changes.
                 if self.leader {
                     self.leader = false;
+                    self.one_phase_live.clear();
                     self.step(Input::LostLeadership);
                     self.prepares.clear();
                     self.phase2.clear();
@@ -447,8 +478,8 @@ impl World {
                     participant: p,
                     acks: vec![(t, AckStatus::Applied)],
                 });
-            } else if let Some(t) = self.one_phase.pop_front() {
-                let committed = *self.one_phase_outcomes.entry(t).or_insert(true);
+            } else if let Some((t, abort)) = self.one_phase.pop_front() {
+                let committed = *self.one_phase_outcomes.entry(t).or_insert(!abort);
                 let outcome = if committed {
                     OnePhaseOutcome::Committed
                 } else {
@@ -457,6 +488,7 @@ impl World {
                         message: "no".into(),
                     }
                 };
+                self.one_phase_live.remove(&t);
                 self.step(Input::OnePhaseResult { txn_id: t, outcome });
             } else {
                 self.step(Input::Tick);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::local_cluster::{LocalCluster, ServiceProcess};
 use ratify_participant::{Client, ClientConfig, Transaction};
@@ -100,25 +100,22 @@ impl Deployment {
     }
 
     async fn wait_registered(&self, branches: &[&str]) {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let listed = self
+        crate::wait::until("the branches to register", SETTLE, async || {
+            let list = self
                 .cluster
                 .admin()
                 .call_leader(|mut c| async move {
                     c.list_participants(pbco::ListParticipantsRequest {}).await
                 })
-                .await;
-            if let Ok(list) = listed
-                && branches
-                    .iter()
-                    .all(|b| list.participants.iter().any(|p| p.participant_id == *b))
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "branches did not register");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                .await
+                .ok()?;
+            branches
+                .iter()
+                .all(|b| list.participants.iter().any(|p| p.participant_id == *b))
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Print every process's log (on failure).
@@ -208,19 +205,15 @@ impl Deployment {
     /// Wait until the coordinator reports `txn_id` completed (decided, and phase 2
     /// acknowledged by every participant: nobody is in doubt).
     pub async fn wait_completed(&self, txn_id: TxnId) -> Outcome {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            if let Ok(s) = self.client.status(txn_id).await
-                && s.phase == TxnPhase::Completed
-            {
-                return s.outcome;
-            }
-            if Instant::now() > deadline {
-                self.dump_logs();
-                panic!("{txn_id} did not complete within {SETTLE:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let completed = crate::wait::until(&format!("{txn_id} to complete"), SETTLE, async || {
+            let s = self.client.status(txn_id).await.ok()?;
+            (s.phase == TxnPhase::Completed).then_some(s.outcome)
+        })
+        .await;
+        completed.unwrap_or_else(|e| {
+            self.dump_logs();
+            panic!("{e}")
+        })
     }
 
     /// Stop everything.

@@ -1,7 +1,6 @@
 //! Waiting on observable state: poll a condition until it holds or a deadline passes. Tests
 //! and tools use this instead of sleeping for a guessed time.
 
-use std::future::Future;
 use std::time::Duration;
 
 /// How often [`until`] polls.
@@ -9,11 +8,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Poll `check` every [`POLL_INTERVAL`] until it returns `Some`, for at most `timeout`.
 /// Returns the value, or `Err(what)` naming what did not happen in time.
-pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
+pub async fn until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Result<T, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(v) = check().await {
@@ -33,14 +32,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn returns_the_value_or_names_what_timed_out() {
         let mut n = 0;
-        let got = until("three polls", Duration::from_secs(1), || {
+        let got = until("three polls", Duration::from_secs(1), async || {
             n += 1;
-            let v = (n == 3).then_some(n);
-            async move { v }
+            (n == 3).then_some(n)
         })
         .await;
         assert_eq!(got, Ok(3));
-        let never = until("never", Duration::from_millis(100), || async { None::<()> }).await;
+        let never = until("never", Duration::from_millis(100), async || None::<()>).await;
         assert!(
             never
                 .expect_err("times out")

@@ -72,6 +72,13 @@ pub enum Error {
     Coordinator(String),
 }
 
+impl Error {
+    /// A storage failure of a store of one's own (a custom [`crate::Resource`]).
+    pub fn storage(why: impl Into<String>) -> Self {
+        Error::Storage(ratify_storage::StorageError::Other(why.into()))
+    }
+}
+
 impl From<ratify_storage::StorageError> for Error {
     fn from(e: ratify_storage::StorageError) -> Self {
         match e {

@@ -62,6 +62,9 @@ pub struct ParticipantConfig {
     pub resolves_in_flight_max: usize,
     /// Transactions per Prepare/Commit/Abort/CommitOnePhase call, at most.
     pub batch_txns_max: usize,
+    /// How long one call to the coordinator cluster (registration, Resolve) may take, leader
+    /// hints and retries included.
+    pub coordinator_call_timeout: Duration,
     /// Limits of the record of business calls ([`Participant::guard`], P10).
     pub calls: CallLimits,
 }
@@ -83,6 +86,7 @@ impl ParticipantConfig {
             resolve_backoff_max: Duration::from_secs(5),
             resolves_in_flight_max: 64,
             batch_txns_max: 1_024,
+            coordinator_call_timeout: Duration::from_secs(10),
             calls: CallLimits::default(),
         }
     }
@@ -363,7 +367,8 @@ impl<R> Clone for Participant<R> {
 }
 
 struct Retry {
-    next_at: Instant,
+    /// When the next attempt is due; `None` while an attempt is in flight.
+    next_at: Option<Instant>,
     backoff: Duration,
 }
 
@@ -443,12 +448,13 @@ impl<R: Resource> Participant<R> {
         tokio::pin!(shutdown);
         let mut pause = self.config.resolve_backoff_min;
         loop {
-            let attempt = self
-                .coordinators
-                .call(Instant::now() + Duration::from_secs(10), |ch| {
+            let attempt = self.coordinators.call(
+                Instant::now() + self.config.coordinator_call_timeout,
+                |ch| {
                     let req = req.clone();
                     async move { CoordinatorClient::new(ch).register_participant(req).await }
-                });
+                },
+            );
             tokio::select! {
                 () = &mut shutdown => return false,
                 r = attempt => match r {
@@ -476,10 +482,13 @@ impl<R: Resource> Participant<R> {
         .into();
         let reply = self
             .coordinators
-            .call(Instant::now() + Duration::from_secs(10), |ch| {
-                let req = req.clone();
-                async move { CoordinatorClient::new(ch).resolve(req).await }
-            })
+            .call(
+                Instant::now() + self.config.coordinator_call_timeout,
+                |ch| {
+                    let req = req.clone();
+                    async move { CoordinatorClient::new(ch).resolve(req).await }
+                },
+            )
             .await?;
         ResolveResponse::try_from(reply)
             .map(|r| r.decision)
@@ -540,7 +549,7 @@ impl<R: Resource> Participant<R> {
                     (
                         d.txn_id,
                         Retry {
-                            next_at: Instant::now(),
+                            next_at: Some(Instant::now()),
                             backoff: self.config.resolve_backoff_min,
                         },
                     )
@@ -571,9 +580,9 @@ impl<R: Resource> Participant<R> {
                     match result {
                         Ok(()) => { retries.remove(&txn_id); }
                         Err(e) => {
-                            let r = retries.entry(txn_id).or_insert(Retry { next_at: Instant::now(), backoff: self.config.resolve_backoff_min });
+                            let r = retries.entry(txn_id).or_insert(Retry { next_at: Some(Instant::now()), backoff: self.config.resolve_backoff_min });
                             tracing::warn!(%txn_id, error = %e, retry_in = ?r.backoff, "resolving failed; will retry");
-                            r.next_at = Instant::now() + r.backoff;
+                            r.next_at = Some(Instant::now() + r.backoff);
                             r.backoff = (r.backoff * 2).min(self.config.resolve_backoff_max);
                         }
                     }
@@ -592,21 +601,21 @@ impl<R: Resource> Participant<R> {
                         retries.retain(|id, _| present.contains(id));
                         for d in list {
                             if d.prepared_at_unix_ms + after_ms <= now_ms {
-                                retries.entry(d.txn_id).or_insert(Retry { next_at: Instant::now(), backoff: self.config.resolve_backoff_min });
+                                retries.entry(d.txn_id).or_insert(Retry { next_at: Some(Instant::now()), backoff: self.config.resolve_backoff_min });
                             }
                         }
                     }
                     let now = Instant::now();
                     let due: Vec<TxnId> = retries
                         .iter()
-                        .filter(|(_, r)| r.next_at <= now)
+                        .filter(|(_, r)| r.next_at.is_some_and(|at| at <= now))
                         .map(|(id, _)| *id)
                         .take(self.config.resolves_in_flight_max.saturating_sub(in_flight.len()))
                         .collect();
                     for txn_id in due {
                         // Not due again until this attempt finishes.
                         if let Some(r) = retries.get_mut(&txn_id) {
-                            r.next_at = now + Duration::from_secs(3600);
+                            r.next_at = None;
                         }
                         let this = self.clone();
                         in_flight.push(async move { (txn_id, this.resolve_and_apply(txn_id).await) });

@@ -451,6 +451,20 @@ async fn a_failed_operation_dooms_the_transaction() {
     assert_eq!(store.read_committed(b"k").expect("read"), None);
 }
 
+/// Wait until `n` lock requests are blocked in `store` (observable state, not a timer), for
+/// at most 10 s.
+async fn until_waiting(store: &RocksStore, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.lock_waiters() != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} lock waiters never appeared ({} now)",
+            store.lock_waiters()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// P9 (wound-wait, the default): a younger transaction waits for an older holder instead of
 /// dying; an older one aborts a younger holder that has not prepared and takes the lock at once
 /// (the wounded one's next call and its Prepare are refused); a prepared holder is waited for.
@@ -466,7 +480,7 @@ async fn wound_wait() {
     t_old.put(b"k", b"old").await.expect("old writes");
     let t_young = store.txn(&ctx(young)).expect("begin").with_lock_wait(wait);
     let waiter = tokio::spawn(async move { t_young.put(b"k", b"young").await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_waiting(&store, 1).await;
     assert!(!waiter.is_finished(), "the younger transaction waits");
     assert_eq!(store.prepare(old).await.expect("prepare"), Vote::Yes);
     assert_eq!(store.commit(old).await.expect("commit"), AckStatus::Applied);
@@ -520,7 +534,7 @@ async fn wound_wait() {
     };
     let t_oldest = store.txn(&ctx_old).expect("begin").with_lock_wait(wait);
     let waiter = tokio::spawn(async move { t_oldest.put(b"k", b"oldest").await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_waiting(&store, 1).await;
     assert!(
         !waiter.is_finished(),
         "a prepared holder is waited for, not wounded"
@@ -572,7 +586,7 @@ async fn a_retry_keeps_its_first_attempts_age() {
     assert_eq!(ctx2.age(), first);
     let t_retry = store.txn(&ctx2).expect("begin").with_lock_wait(wait);
     let waiter = tokio::spawn(async move { t_retry.put(b"hot", b"retry").await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_waiting(&store, 1).await;
     assert!(
         !waiter.is_finished(),
         "the retry waits for the younger holder"
@@ -607,7 +621,7 @@ async fn wait_die() {
         let t_old = t_old.clone();
         tokio::spawn(async move { t_old.put(b"k", b"old").await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_waiting(&store, 1).await;
     assert!(!waiter.is_finished(), "the older transaction waits");
     assert_eq!(store.prepare(young).await.expect("prepare"), Vote::Yes);
     assert_eq!(
@@ -659,7 +673,7 @@ async fn younger_transactions_wait_for_prepared_holders() {
         .expect("begin")
         .with_lock_wait(Some(Duration::from_secs(5)));
     let waiter = tokio::spawn(async move { t_young.get(b"k").await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_waiting(&store, 1).await;
     assert!(
         !waiter.is_finished(),
         "the younger transaction waits instead of dying"
@@ -703,8 +717,9 @@ async fn lock_waits_are_bounded() {
 }
 
 /// P4: staged work older than the staged timeout is aborted locally: a later Prepare votes NO
-/// and the transaction's locks are free.
-#[tokio::test]
+/// and the transaction's locks are free. (Staged ages are on tokio's clock, paused here: the
+/// 80 ms pass at once and exactly.)
+#[tokio::test(start_paused = true)]
 async fn staged_timeout_aborts_locally() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = StoreConfig {
@@ -719,7 +734,7 @@ async fn staged_timeout_aborts_locally() {
         .put(b"k", b"v")
         .await
         .expect("stage");
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    tokio::time::advance(Duration::from_millis(80)).await;
     assert!(matches!(
         store.prepare(t).await.expect("prepare"),
         Vote::No {
@@ -737,7 +752,7 @@ async fn staged_timeout_aborts_locally() {
         .put(b"k", b"v")
         .await
         .expect("stage");
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    tokio::time::advance(Duration::from_millis(80)).await;
     assert_eq!(store.reap_expired(), 1);
     assert_eq!(store.locked_keys(), 0);
     assert!(matches!(store.txn(&ctx(u)), Err(Error::TxnAborted { .. })));

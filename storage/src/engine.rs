@@ -40,6 +40,9 @@ pub enum StorageError {
     /// The group-commit syncer has stopped (the store is being closed).
     #[error("the sync thread has stopped")]
     SyncerStopped,
+    /// Another store failed (a `Resource` over a database of its own says why).
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Errors compare by what they say (an I/O error has no equality of its own).

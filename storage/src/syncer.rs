@@ -22,8 +22,9 @@ pub type Waiter = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 type OnSync = Arc<dyn Fn(&Result<(), StorageError>) + Send + Sync>;
 
 /// The group-commit syncer of one database. Dropping it closes its queue and (over RocksDB)
-/// joins its thread, so the database can be reopened as soon as its owners are gone; waiters
-/// still queued are told [`StorageError::SyncerStopped`] only if the thread is gone first.
+/// joins its thread, which first serves every waiter already queued, so the database can be
+/// reopened as soon as its owners are gone. A waiter queued after the loop ended is dropped
+/// without being called (its `synced` caller gets [`StorageError::SyncerStopped`]).
 pub struct Syncer {
     db: Arc<Db>,
     on_sync: OnSync,
@@ -115,7 +116,11 @@ impl Drop for Syncer {
         // Closing the queue ends the loop; joining the thread releases its handle on the
         // database.
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.take()
+            && t.thread().id() != std::thread::current().id()
+        {
+            // (Dropped by a waiter on the sync thread itself, it cannot wait for itself: the
+            // loop ends on its own once the queue is closed.)
             let _ = t.join();
         }
     }

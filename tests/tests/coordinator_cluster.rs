@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ratify_devtools::local_cluster::{LocalCluster, ServiceProcess};
-use ratify_devtools::{dump_logs, ratify_bin, test_dir};
+use ratify_devtools::{dump_logs, ratify_bin, test_dir, wait};
 use ratify_proto::error::{ErrorCode, ErrorDetail};
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::pb::coordinator::admin_client::AdminClient as PbAdminClient;
@@ -229,18 +229,16 @@ async fn a_lagging_node_catches_up_by_snapshot() {
         }
         // Snapshots and purges run in the background: wait until the leader no longer has
         // the entries the lagging node needs, so only a snapshot can bring it up to date.
-        let deadline = std::time::Instant::now() + STEP;
-        let leader_status = loop {
-            let s = cluster.status_of(leader).await?;
-            if s.purged_index > lagging_last {
-                break s;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the leader did not purge past index {lagging_last}: {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let leader_status = wait::until(
+            &format!("the leader to purge past index {lagging_last}"),
+            STEP,
+            async || {
+                let s = cluster.status_of(leader).await.ok()?;
+                (s.purged_index > lagging_last).then_some(s)
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(
             leader_status.snapshot_index > 0,
             "the leader snapshotted: {leader_status:?}"
@@ -301,20 +299,14 @@ async fn nodes_serve_prometheus_metrics() {
         s.read_to_string(&mut text).await.expect("read");
         text
     };
-    let deadline = std::time::Instant::now() + STEP;
-    loop {
+    wait::until("metrics to show the leader's state", STEP, async || {
         let text = scrape().await;
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-        if text.contains("\nratify_raft_is_leader 1\n")
-            && text.contains("\nratify_outcomes_retained 1\n")
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "metrics never showed the leader's state:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (text.contains("\nratify_raft_is_leader 1\n")
+            && text.contains("\nratify_outcomes_retained 1\n"))
+        .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     cluster.stop_all().await;
 }

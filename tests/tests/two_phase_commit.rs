@@ -1,9 +1,8 @@
 //! End to end: 3 coordinator processes and 2 bank branch processes on loopback. Each test says
 //! which guarantee (docs/protocol.md rule) it checks.
 
-use std::time::Duration;
-
 use ratify_devtools::deployment::{Deployment, Env, SETTLE, pid};
+use ratify_devtools::wait;
 use ratify_proto::error::{ErrorCode, ErrorDetail};
 use ratify_proto::pb::coordinator as pbco;
 use ratify_proto::pb::coordinator::coordinator_client::CoordinatorClient;
@@ -251,18 +250,16 @@ async fn leader_crash_at(failpoint: &str) {
     let told = txn.commit().await.expect("commit");
 
     // Phase 2 runs after the reply: a later failpoint may fire after `commit` returned.
-    let deadline = std::time::Instant::now() + SETTLE;
-    let crashed = loop {
-        let crashed = d.cluster.crashed();
-        if !crashed.is_empty() {
-            break crashed;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the failpoint {failpoint} did not crash anyone"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let crashed = wait::until(
+        &format!("the failpoint {failpoint} to crash someone"),
+        SETTLE,
+        async || {
+            let crashed = d.cluster.crashed();
+            (!crashed.is_empty()).then_some(crashed)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         marker_dir.path().join(failpoint).exists(),
         "the failpoint {failpoint} fired"
@@ -341,18 +338,14 @@ async fn participant_killed_after_yes_recovers_and_applies_the_decision() {
     );
     assert_eq!(txn.commit().await.expect("commit"), Outcome::Committed);
     // One branch died on the Commit.
-    let deadline = std::time::Instant::now() + SETTLE;
-    let dead = loop {
+    let dead = wait::until("a branch to crash", SETTLE, async || {
         let names: Vec<String> = d.banks.keys().cloned().collect();
-        if let Some(name) = names
+        names
             .into_iter()
             .find(|n| d.banks.get_mut(n).is_some_and(|b| b.exited()))
-        {
-            break name;
-        }
-        assert!(std::time::Instant::now() < deadline, "no branch crashed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     d.banks
         .get_mut(&dead)
         .expect("dead branch")

@@ -163,6 +163,12 @@ where
                         channel.call(request).await
                     };
                     Ok(match relayed.await {
+                        // The leader's side could not serve it (an error with no Ratify
+                        // detail, W7: the connection to it failed mid-call): let the client
+                        // try it itself.
+                        Ok(response) if unavailable_without_detail(&response) => {
+                            not_leader(Some(leader_id), Some(&node)).into_http()
+                        }
                         Ok(response) => response,
                         // The leader is unreachable from here: let the client try it itself.
                         Err(e) => {
@@ -174,4 +180,15 @@ where
             }
         }
     }
+}
+
+/// A trailers-only gRPC error response with status UNAVAILABLE and no `ErrorDetail`: the
+/// relay's own transport failing, not an answer from the leader's handlers (which always carry
+/// a detail, W7).
+fn unavailable_without_detail(response: &http::Response<Body>) -> bool {
+    let headers = response.headers();
+    headers
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() == b"14")
+        && !headers.contains_key("grpc-status-details-bin")
 }

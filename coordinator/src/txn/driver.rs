@@ -132,7 +132,7 @@ pub enum Input {
         /// Who waits.
         reply: ReplyId,
     },
-    /// An in-doubt participant asks for the decision (P6).
+    /// An in-doubt participant asks for the decision (P3).
     Resolve {
         /// The transaction.
         txn_id: TxnId,
@@ -270,7 +270,9 @@ pub enum Action {
         /// The initiators' call counts for this participant, where reported (P10).
         call_counts: BTreeMap<TxnId, u32>,
     },
-    /// Send a one-phase commit (C2) for one transaction to its only participant.
+    /// Send a one-phase commit (C2) for one transaction to its only participant — or, with
+    /// `abort`, its Abort: the initiator gave up, and the participant's answer (aborted now or
+    /// before, or committed in one phase already) is the outcome.
     SendOnePhase {
         /// To whom.
         participant: ParticipantId,
@@ -280,6 +282,8 @@ pub enum Action {
         call_count: Option<u32>,
         /// No answer by then: the attempt is abandoned.
         deadline_unix_ms: u64,
+        /// Abort instead of commit.
+        abort: bool,
     },
     /// Propose these decisions in one Raft entry.
     Propose {
@@ -327,7 +331,23 @@ enum WaiterKind {
     Commit,
     Abort,
     Resolve,
-    Operator,
+    /// An operator's ForceResolve, with the decision they asked for.
+    Operator(Decision),
+}
+
+impl WaiterKind {
+    /// The answer for this kind of caller, once `decision` stands; `changed` says whether an
+    /// operator's decision was the one recorded.
+    fn answer(self, decision: &FinalDecision, changed: bool) -> Answer {
+        match self {
+            WaiterKind::Commit | WaiterKind::Abort => Answer::Outcome(decision.outcome()),
+            WaiterKind::Resolve => Answer::Decision(decision.clone()),
+            WaiterKind::Operator(asked) => Answer::Forced {
+                decision: decision.clone(),
+                changed: changed && decision.decision() == asked,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -365,11 +385,27 @@ impl Deciding {
 struct OnePhase {
     participant: ParticipantId,
     call_count: Option<u32>,
+    /// The initiator gave up (with this message): ask the participant to abort instead.
+    abort: Option<String>,
     deadline_unix_ms: u64,
     due_unix_ms: u64,
     backoff_ms: u64,
     in_flight: bool,
-    waiters: Vec<ReplyId>,
+    /// The Commit that started it, its retries, and any Abort, Resolve or ForceResolve that
+    /// came meanwhile: all hear the participant's outcome (C2).
+    waiters: Vec<(ReplyId, WaiterKind)>,
+}
+
+impl OnePhase {
+    fn send(&self, txn_id: TxnId) -> Action {
+        Action::SendOnePhase {
+            participant: self.participant.clone(),
+            txn_id,
+            call_count: self.call_count,
+            deadline_unix_ms: self.deadline_unix_ms,
+            abort: self.abort.is_some(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,7 +512,15 @@ impl Driver {
                 message,
                 recorded,
                 reply,
-            } => self.on_abort(txn_id, participants, message, recorded, reply, &mut out),
+            } => self.on_abort(
+                now_unix_ms,
+                txn_id,
+                participants,
+                message,
+                recorded,
+                reply,
+                &mut out,
+            ),
             Input::Resolve {
                 txn_id,
                 participant,
@@ -613,7 +657,7 @@ impl Driver {
                     .flat_map(|d| d.waiters.into_iter().map(|(reply, _)| reply));
                 let one_phase = std::mem::take(&mut self.one_phase)
                     .into_values()
-                    .flat_map(|o| o.waiters);
+                    .flat_map(|o| o.waiters.into_iter().map(|(reply, _)| reply));
                 let registering = std::mem::take(&mut self.registering)
                     .into_values()
                     .flatten();
@@ -689,8 +733,7 @@ impl Driver {
             d.waiters.push((reply, WaiterKind::Commit));
             return;
         }
-        if let Some(o) = self.one_phase.get_mut(&txn_id) {
-            o.waiters.push(reply);
+        if self.join_one_phase(&txn_id, reply, WaiterKind::Commit) {
             return;
         }
         if enlisted.is_empty() {
@@ -709,27 +752,28 @@ impl Driver {
             return;
         }
         let deadline = deadline_unix_ms.min(now.saturating_add(self.config.prepare_timeout_ms));
+        if deadline <= now {
+            // Too late to learn an outcome (C10): send nothing that could still commit.
+            out.push(Action::Reply {
+                reply,
+                answer: Answer::Outcome(Outcome::Unknown),
+            });
+            return;
+        }
         if let [(participant, call_count)] = &enlisted[..] {
             // C2: one participant decides alone, in one step there; nothing is logged here.
             // A retry (here or at another leader) gets the participant's recorded outcome.
-            out.push(Action::SendOnePhase {
+            let alone = OnePhase {
                 participant: participant.clone(),
-                txn_id,
                 call_count: *call_count,
+                abort: None,
                 deadline_unix_ms: deadline,
-            });
-            self.one_phase.insert(
-                txn_id,
-                OnePhase {
-                    participant: participant.clone(),
-                    call_count: *call_count,
-                    deadline_unix_ms: deadline,
-                    due_unix_ms: now,
-                    backoff_ms: self.config.one_phase_backoff_min_ms,
-                    in_flight: true,
-                    waiters: vec![reply],
-                },
-            );
+                due_unix_ms: now,
+                backoff_ms: self.config.one_phase_backoff_min_ms,
+                in_flight: false,
+                waiters: vec![(reply, WaiterKind::Commit)],
+            };
+            self.start_one_phase(now, txn_id, alone, out);
             return;
         }
         let mut participants = Vec::with_capacity(enlisted.len());
@@ -768,6 +812,9 @@ impl Driver {
         };
         let answer = match outcome {
             OnePhaseOutcome::Committed => Outcome::Committed,
+            OnePhaseOutcome::Aborted { .. } if o.abort.is_some() => Outcome::Aborted(
+                AbortInfo::new(AbortCause::ClientAbort, o.abort.clone().unwrap_or_default()),
+            ),
             OnePhaseOutcome::Aborted { reason, message } => Outcome::Aborted(AbortInfo {
                 cause: AbortCause::VotedNo,
                 participant: Some(o.participant.clone()),
@@ -782,16 +829,29 @@ impl Driver {
                 return;
             }
         };
-        for reply in self
-            .one_phase
-            .remove(&txn_id)
-            .map(|o| o.waiters)
-            .unwrap_or_default()
-        {
+        let decision = match answer {
+            Outcome::Committed => FinalDecision::Commit,
+            Outcome::Aborted(info) => FinalDecision::Abort(info),
+            Outcome::Unknown => return,
+        };
+        let waiters = self.one_phase.remove(&txn_id).map(|o| o.waiters);
+        for (reply, kind) in waiters.unwrap_or_default() {
             out.push(Action::Reply {
                 reply,
-                answer: Answer::Outcome(answer.clone()),
+                answer: kind.answer(&decision, false),
             });
+        }
+    }
+
+    /// A caller joins the one-phase commit of `txn_id` in progress, if there is one (C2: the
+    /// participant decides; nothing is recorded here to race it).
+    fn join_one_phase(&mut self, txn_id: &TxnId, reply: ReplyId, kind: WaiterKind) -> bool {
+        match self.one_phase.get_mut(txn_id) {
+            Some(o) => {
+                o.waiters.push((reply, kind));
+                true
+            }
+            None => false,
         }
     }
 
@@ -803,30 +863,36 @@ impl Driver {
             .map(|(id, _)| *id)
             .collect();
         for txn_id in expired {
-            // C10: never a guess.
-            for reply in self
-                .one_phase
-                .remove(&txn_id)
-                .map(|o| o.waiters)
-                .unwrap_or_default()
-            {
-                out.push(Action::Reply {
-                    reply,
-                    answer: Answer::Outcome(Outcome::Unknown),
-                });
+            // C10: never a guess. (Those who asked for a decision hear NOT_LEADER: ask again.)
+            let waiters = self.one_phase.remove(&txn_id).map(|o| o.waiters);
+            for (reply, kind) in waiters.unwrap_or_default() {
+                let answer = match kind {
+                    WaiterKind::Commit | WaiterKind::Abort => Answer::Outcome(Outcome::Unknown),
+                    WaiterKind::Resolve | WaiterKind::Operator(_) => Answer::NotLeader,
+                };
+                out.push(Action::Reply { reply, answer });
             }
         }
         for (txn_id, o) in &mut self.one_phase {
             if !o.in_flight && o.due_unix_ms <= now {
                 o.in_flight = true;
-                out.push(Action::SendOnePhase {
-                    participant: o.participant.clone(),
-                    txn_id: *txn_id,
-                    call_count: o.call_count,
-                    deadline_unix_ms: o.deadline_unix_ms,
-                });
+                out.push(o.send(*txn_id));
             }
         }
+    }
+
+    /// Track `alone` (a one-participant transaction, C2) and send its first attempt.
+    fn start_one_phase(
+        &mut self,
+        now: u64,
+        txn_id: TxnId,
+        mut alone: OnePhase,
+        out: &mut Vec<Action>,
+    ) {
+        alone.in_flight = true;
+        alone.due_unix_ms = now;
+        out.push(alone.send(txn_id));
+        self.one_phase.insert(txn_id, alone);
     }
 
     /// Answer at once when this node cannot decide (not the leader) or already knows the
@@ -844,14 +910,7 @@ impl Driver {
         let answer = if !self.leader {
             Answer::NotLeader
         } else if let Some(decision) = known {
-            match kind {
-                WaiterKind::Resolve => Answer::Decision(decision),
-                WaiterKind::Commit | WaiterKind::Abort => Answer::Outcome(decision.outcome()),
-                WaiterKind::Operator => Answer::Forced {
-                    decision,
-                    changed: false,
-                },
-            }
+            kind.answer(&decision, false)
         } else {
             return false;
         };
@@ -879,8 +938,10 @@ impl Driver {
         d
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_abort(
         &mut self,
+        now: u64,
         txn_id: TxnId,
         participants: Vec<ParticipantId>,
         message: String,
@@ -888,7 +949,28 @@ impl Driver {
         reply: ReplyId,
         out: &mut Vec<Action>,
     ) {
-        if self.answer_early(&txn_id, recorded, reply, WaiterKind::Abort, out) {
+        if self.answer_early(&txn_id, recorded, reply, WaiterKind::Abort, out)
+            || self.join_one_phase(&txn_id, reply, WaiterKind::Abort)
+        {
+            return;
+        }
+        if let [participant] = &participants[..]
+            && !self.deciding.contains_key(&txn_id)
+        {
+            // C2: a one-participant transaction is decided at its participant, never here, so
+            // its Abort goes there too: the answer is what it did (aborted now or before, or
+            // committed in one phase already), and nothing is recorded here to contradict it.
+            let alone = OnePhase {
+                participant: participant.clone(),
+                call_count: None,
+                abort: Some(message),
+                deadline_unix_ms: now.saturating_add(self.config.prepare_timeout_ms),
+                due_unix_ms: now,
+                backoff_ms: self.config.one_phase_backoff_min_ms,
+                in_flight: false,
+                waiters: vec![(reply, WaiterKind::Abort)],
+            };
+            self.start_one_phase(now, txn_id, alone, out);
             return;
         }
         let d = self.wait_for(txn_id, participants, reply, WaiterKind::Abort);
@@ -918,6 +1000,9 @@ impl Driver {
             no_reason: None,
             message: String::new(),
         };
+        if self.leader && self.join_one_phase(&txn_id, reply, WaiterKind::Resolve) {
+            return;
+        }
         if self.planted(Bug::LastWins) && self.leader {
             // Planted bug (d): propose ABORT over any earlier decision (with the state
             // machine's last-wins apply, it overwrites a COMMIT, and this driver forgets the
@@ -965,11 +1050,14 @@ impl Driver {
         reply: ReplyId,
         out: &mut Vec<Action>,
     ) {
-        if self.answer_early(&txn_id, None, reply, WaiterKind::Operator, out) {
+        let kind = WaiterKind::Operator(decision.decision());
+        if self.answer_early(&txn_id, None, reply, kind, out)
+            || self.join_one_phase(&txn_id, reply, kind)
+        {
             return;
         }
         let mut targets: BTreeSet<ParticipantId> = participants.iter().cloned().collect();
-        let d = self.wait_for(txn_id, participants, reply, WaiterKind::Operator);
+        let d = self.wait_for(txn_id, participants, reply, kind);
         // Phase 2 goes to whoever the operator names and whoever this leader asked to prepare.
         targets.extend(d.participants.iter().cloned());
         d.proposed.get_or_insert_with(|| decision.clone());
@@ -1050,7 +1138,7 @@ impl Driver {
         let source = match self.deciding.get(&txn_id).and_then(|d| d.waiters.first()) {
             Some((_, WaiterKind::Resolve)) => DecisionSource::Resolve,
             Some((_, WaiterKind::Abort)) => DecisionSource::ClientAbort,
-            Some((_, WaiterKind::Operator)) => DecisionSource::Operator,
+            Some((_, WaiterKind::Operator(_))) => DecisionSource::Operator,
             Some((_, WaiterKind::Commit)) | None => DecisionSource::Commit,
         };
         self.propose_as(txn_id, decision, source, out);
@@ -1109,20 +1197,11 @@ impl Driver {
             }
             return;
         };
+        let changed = applied.newly_decided && applied.source == DecisionSource::Operator;
         for (reply, kind) in &d.waiters {
-            let answer = match kind {
-                WaiterKind::Commit | WaiterKind::Abort => {
-                    Answer::Outcome(applied.decision.outcome())
-                }
-                WaiterKind::Resolve => Answer::Decision(applied.decision.clone()),
-                WaiterKind::Operator => Answer::Forced {
-                    decision: applied.decision.clone(),
-                    changed: applied.newly_decided && applied.source == DecisionSource::Operator,
-                },
-            };
             out.push(Action::Reply {
                 reply: *reply,
-                answer,
+                answer: kind.answer(&applied.decision, changed),
             });
         }
         // Phase 2 (C6): the standing record's pending participants, plus — when an earlier
@@ -1803,6 +1882,7 @@ mod tests {
             txn_id: t,
             call_count: Some(3),
             deadline_unix_ms: 1_000,
+            abort: false,
         };
         assert_eq!(one(&mut d, 0, 1), vec![send.clone()]);
         assert!(one(&mut d, 1, 2).is_empty(), "a retry joins the attempt");
@@ -1890,6 +1970,93 @@ mod tests {
             .is_empty()
         );
         assert_eq!(d.deciding_len(), 0);
+    }
+
+    /// C2: a one-participant transaction's Abort goes to its participant, and the answer is
+    /// what the participant did: nothing is recorded here (an ABORT recorded here could
+    /// contradict a one-phase commit the participant already made). An Abort during the
+    /// one-phase commit joins it.
+    #[test]
+    fn one_participant_abort_asks_the_participant() {
+        let mut d = leader();
+        let t = txn(33);
+        let abort = |d: &mut Driver, reply| {
+            d.step(
+                100,
+                Input::Abort {
+                    txn_id: t,
+                    participants: vec![p("a")],
+                    message: "gave up".into(),
+                    recorded: None,
+                    reply,
+                },
+            )
+        };
+        assert_eq!(
+            abort(&mut d, 1),
+            vec![Action::SendOnePhase {
+                participant: p("a"),
+                txn_id: t,
+                call_count: None,
+                deadline_unix_ms: 10_100,
+                abort: true,
+            }]
+        );
+        // The participant had committed in one phase (its Abort answer conflicts): COMMITTED.
+        assert_eq!(
+            d.step(
+                110,
+                Input::OnePhaseResult {
+                    txn_id: t,
+                    outcome: OnePhaseOutcome::Committed
+                }
+            ),
+            vec![Action::Reply {
+                reply: 1,
+                answer: Answer::Outcome(Outcome::Committed)
+            }]
+        );
+        // During a one-phase commit, an Abort joins it and hears the same outcome.
+        let u = txn(34);
+        d.step(
+            200,
+            Input::Commit {
+                txn_id: u,
+                participants: vec![p("a")],
+                deadline_unix_ms: 1_000,
+                call_counts: vec![],
+                recorded: None,
+                reply: 2,
+            },
+        );
+        assert!(
+            d.step(
+                201,
+                Input::Abort {
+                    txn_id: u,
+                    participants: vec![p("a")],
+                    message: "gave up".into(),
+                    recorded: None,
+                    reply: 3,
+                }
+            )
+            .is_empty()
+        );
+        let out = d.step(
+            202,
+            Input::OnePhaseResult {
+                txn_id: u,
+                outcome: OnePhaseOutcome::Committed,
+            },
+        );
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|a| matches!(
+            a,
+            Action::Reply {
+                answer: Answer::Outcome(Outcome::Committed),
+                ..
+            }
+        )));
     }
 
     /// C2: no participants commits at once; a recorded decision answers at once (C11).

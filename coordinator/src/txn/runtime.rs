@@ -426,6 +426,20 @@ impl Runtime {
                     }
                     failpoints::hit(failpoints::MID_PHASE_TWO);
                 }
+                Input::LostLeadership => {
+                    // Proposals not yet handed to Raft belong to the old term: drop them, so
+                    // their failures cannot reach a later term's driver.
+                    self.jobs_backlog.clear();
+                    actions.retain(|a| {
+                        !matches!(
+                            a,
+                            Action::Propose { .. }
+                                | Action::ProposeForget { .. }
+                                | Action::ProposeCompact { .. }
+                                | Action::ProposeRegister { .. }
+                        )
+                    });
+                }
                 _ => {}
             }
             actions.extend(self.driver.step(now, input));
@@ -513,6 +527,7 @@ impl Runtime {
                     txn_id,
                     call_count,
                     deadline_unix_ms,
+                    abort,
                 } => {
                     tokio::spawn(send_one_phase(
                         self.participants.clone(),
@@ -526,6 +541,7 @@ impl Runtime {
                                 .unwrap_or_default(),
                         },
                         deadline_unix_ms,
+                        abort,
                     ));
                 }
                 Action::ProposeForget { acks } => self.jobs_backlog.push_back(Job::Forget(acks)),
@@ -607,17 +623,47 @@ async fn send_prepare(
     let _ = tx.send(Event::Input(input)).await;
 }
 
-/// C2: one attempt of a one-phase commit; the driver retries on UNKNOWN.
+/// C2: one attempt of a one-phase commit (or, with `abort`, of a one-participant transaction's
+/// Abort: what the participant did is the outcome); the driver retries on UNKNOWN.
 async fn send_one_phase(
     participants: Arc<Participants>,
     tx: mpsc::Sender<Event>,
     participant: ParticipantId,
     batch: PrepareBatch,
     deadline_unix_ms: u64,
+    abort: bool,
 ) {
     let txn_id = batch.txn_ids[0];
     let attempt = async {
         let mut client = participants.client(&participant)?;
+        if abort {
+            let req = pbp::AbortRequest::from(TxnBatch {
+                coordinator_node_id: batch.coordinator_node_id,
+                txn_ids: batch.txn_ids,
+            });
+            let reply = client
+                .abort(req)
+                .await
+                .map_err(|s| s.message().to_owned())?;
+            let acks =
+                convert::abort_acks_from_wire(reply.into_inner()).map_err(|e| e.to_string())?;
+            let status = acks
+                .into_iter()
+                .find(|a| a.txn_id == txn_id)
+                .map(|a| a.status)
+                .ok_or_else(|| "no result for the transaction".to_owned())?;
+            return Ok(match status {
+                AckStatus::Applied | AckStatus::AlreadyApplied => OnePhaseOutcome::Aborted {
+                    reason: ratify_proto::types::NoReason::AlreadyAborted,
+                    message: String::new(),
+                },
+                // It had committed in one phase already: that is the outcome.
+                AckStatus::ConflictingOutcome => OnePhaseOutcome::Committed,
+                AckStatus::Retry | AckStatus::NotPrepared => OnePhaseOutcome::Unknown {
+                    message: format!("the participant answered {status:?} to Abort"),
+                },
+            });
+        }
         let req: pbp::CommitOnePhaseRequest = batch.into();
         let reply = client
             .commit_one_phase(req)

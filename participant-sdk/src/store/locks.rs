@@ -347,6 +347,12 @@ impl LockTable {
         self.table().keys.len()
     }
 
+    /// Lock requests waiting right now (for metrics, and for tests that wait on it instead of
+    /// a timer).
+    pub fn waiting(&self) -> usize {
+        self.table().keys.values().map(|e| e.waiters).sum()
+    }
+
     /// True when no key is locked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -212,6 +212,11 @@ impl RocksStore {
         self.inner.locks.len()
     }
 
+    /// Lock requests waiting right now (P9).
+    pub fn lock_waiters(&self) -> usize {
+        self.inner.locks.waiting()
+    }
+
     /// Transactions staged or prepared here.
     pub fn active_txns(&self) -> usize {
         self.slots().len()
@@ -749,7 +754,10 @@ impl RocksStore {
     async fn abort_finished(&self, txn_id: TxnId) -> Result<AckStatus> {
         let (ack, record) = actions::abort_finished(self.recorded(txn_id)?);
         if ack == AckStatus::ConflictingOutcome {
-            tracing::error!(%txn_id, "Abort for a transaction committed here: the coordinator's decision conflicts with this participant's record");
+            // Expected for a one-participant transaction whose initiator gave up after its
+            // one-phase commit (the coordinator then answers COMMITTED, C2); otherwise the
+            // coordinator's decision conflicts with this participant's record.
+            tracing::warn!(%txn_id, "Abort for a transaction committed here: answered ConflictingOutcome");
         }
         self.record(txn_id, record).await?;
         Ok(ack)
@@ -764,16 +772,25 @@ impl RocksStore {
 
     /// Commit of a slot held under its phase lock.
     async fn commit_slot(&self, txn_id: TxnId, slot: &Slot) -> Result<AckStatus> {
-        let state = slot.state().name();
-        if matches!(*slot.state(), State::Done) {
+        let (state, done, prepared) = {
+            let state = slot.state();
+            (
+                state.name(),
+                matches!(*state, State::Done),
+                matches!(*state, State::Prepared(_)),
+            )
+        };
+        if done {
             return self.commit_finished(txn_id).await;
         }
-        let step = actions::commit(txn_id, slot.take(), self.now(), &self.rules());
-        let ack = self.run(txn_id, slot, step).await?;
-        if ack == AckStatus::NotPrepared {
+        if !prepared {
+            // Decided without taking the state out of the slot (a doom or wound meanwhile
+            // must not find it busy).
             tracing::error!(%txn_id, state, "Commit for a transaction that is not prepared here");
+            return Ok(AckStatus::NotPrepared);
         }
-        Ok(ack)
+        let step = actions::commit(txn_id, slot.take(), self.now(), &self.rules());
+        self.run(txn_id, slot, step).await
     }
 }
 
@@ -792,8 +809,20 @@ impl Resource for RocksStore {
             return self.prepare_unknown(txn_id).await;
         };
         let _phase = slot.phase.lock().await;
-        if matches!(*slot.state(), State::Done) {
+        let (done, prepared) = {
+            let state = slot.state();
+            (
+                matches!(*state, State::Done),
+                matches!(*state, State::Prepared(_)),
+            )
+        };
+        if done {
             return self.prepare_unknown(txn_id).await;
+        }
+        if prepared {
+            // P6: a duplicate Prepare gets YES again (decided here, without taking the state
+            // out of the slot, so a concurrent doom or wound never sees it busy).
+            return Ok(Vote::Yes);
         }
         let step = actions::prepare(txn_id, slot.take(), self.now(), &self.rules());
         self.run(txn_id, &slot, step).await

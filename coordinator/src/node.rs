@@ -40,9 +40,18 @@ pub enum NodeError {
     /// The database failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
-    /// openraft refused to start or initialize.
+    /// The Raft settings were refused.
+    #[error("raft settings: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    /// openraft could not start.
     #[error("raft: {0}")]
-    Raft(String),
+    RaftStart(#[from] openraft::error::Fatal<u64>),
+    /// openraft refused to initialize the cluster.
+    #[error("raft initialize: {0}")]
+    RaftInitialize(#[from] RaftError<u64, InitializeError<u64, BasicNode>>),
+    /// The gRPC server task failed (panicked or was cancelled).
+    #[error("grpc server task: {0}")]
+    ServerTask(#[from] tokio::task::JoinError),
     /// The listening socket failed.
     #[error("listen: {0}")]
     Listen(std::io::Error),
@@ -113,8 +122,7 @@ impl Node {
         };
         let sm = StateMachineStore::open(db.clone())?.with_feed(feed, rules);
         let view = sm.view();
-        let raft_cfg = raft_config(&config.cluster_name, config.snapshot_every, config.log_keep)
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft_cfg = raft_config(&config.cluster_name, config.snapshot_every, config.log_keep)?;
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_cfg),
@@ -124,8 +132,7 @@ impl Node {
             log_store,
             sm,
         )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        .await?;
 
         let (stop_runtime, runtime_stopped) = watch::channel(false);
         let participants = Arc::new(Participants::new(
@@ -203,7 +210,7 @@ impl Node {
                         "already initialized; --init ignored"
                     )
                 }
-                Err(e) => return Err(NodeError::Raft(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
         }
         tracing::info!(node_id = config.node_id, %local_addr, advertise = %config.advertised(local_addr), "coordinator node started");
@@ -239,13 +246,13 @@ impl Node {
         };
         let result = match server_result {
             Some(Ok(r)) => r.map_err(NodeError::from),
-            Some(Err(join)) => Err(NodeError::Raft(format!("server task failed: {join}"))),
+            Some(Err(join)) => Err(NodeError::from(join)),
             None => {
                 tracing::info!(node_id, "shutting down");
                 let _ = stop_server.send(());
                 match tokio::time::timeout(limits::SHUTDOWN_GRACE, server).await {
                     Ok(Ok(r)) => r.map_err(NodeError::from),
-                    Ok(Err(join)) => Err(NodeError::Raft(format!("server task failed: {join}"))),
+                    Ok(Err(join)) => Err(NodeError::from(join)),
                     Err(_) => {
                         tracing::warn!(
                             node_id,

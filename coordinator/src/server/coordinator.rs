@@ -1,7 +1,7 @@
 //! `ratify.coordinator.v1.Coordinator`: the client API. Any node accepts every call (C1): the
 //! [`super::forward`] layer in front relays a follower's calls to the leader, so every handler
 //! here runs on the leader, and is only decode → driver input → encode. Decisions are the
-//! driver's (txn/driver.rs); a handler reads the replicated state only to hand the driver a
+//! driver's (txn/driver/); a handler reads the replicated state only to hand the driver a
 //! recorded decision, and for Status.
 
 use std::time::Duration;

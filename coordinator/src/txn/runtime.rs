@@ -119,6 +119,22 @@ impl TxnHandle {
     }
 }
 
+/// Why no channel to a participant could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The participant is not in the replicated registry.
+    #[error("participant {0} is not registered")]
+    NotRegistered(ParticipantId),
+    /// Its registered endpoint is not a URI tonic accepts.
+    #[error("{endpoint}: {source}")]
+    BadEndpoint {
+        /// The endpoint.
+        endpoint: Endpoint,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+}
+
 /// Channels to participants, by their registered endpoint.
 pub struct Participants {
     view: StateView,
@@ -140,7 +156,7 @@ impl Participants {
     pub fn client(
         &self,
         participant: &ParticipantId,
-    ) -> Result<ParticipantClient<Channel>, String> {
+    ) -> Result<ParticipantClient<Channel>, ChannelError> {
         let endpoint = self
             .view
             .read()
@@ -148,7 +164,7 @@ impl Participants {
             .participants
             .get(participant)
             .map(|r| r.endpoint.clone())
-            .ok_or_else(|| format!("participant {participant} is not registered"))?;
+            .ok_or_else(|| ChannelError::NotRegistered(participant.clone()))?;
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(&endpoint) {
             Some(c) => c.clone(),
@@ -156,7 +172,10 @@ impl Participants {
                 let c = tonic::transport::Endpoint::from_shared(ratify_proto::dial::target(
                     endpoint.as_str(),
                 ))
-                .map_err(|e| format!("{endpoint}: {e}"))?
+                .map_err(|source| ChannelError::BadEndpoint {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?
                 .connect_timeout(self.connect_timeout)
                 .tcp_nodelay(true)
                 .lazy_channel();
@@ -600,7 +619,7 @@ async fn send_prepare(
         error,
     };
     let input = match participants.client(&participant) {
-        Err(e) => failed(e),
+        Err(e) => failed(e.to_string()),
         Ok(mut client) => {
             let req: pbp::PrepareRequest = batch.clone().into();
             match tokio::time::timeout(remaining_until(deadline_unix_ms), client.prepare(req)).await
@@ -635,7 +654,9 @@ async fn send_one_phase(
 ) {
     let txn_id = batch.txn_ids[0];
     let attempt = async {
-        let mut client = participants.client(&participant)?;
+        let mut client = participants
+            .client(&participant)
+            .map_err(|e| e.to_string())?;
         if abort {
             let req = pbp::AbortRequest::from(TxnBatch {
                 coordinator_node_id: batch.coordinator_node_id,
@@ -712,7 +733,7 @@ async fn send_phase2(
         txn_ids: txn_ids.clone(),
     };
     let input = match participants.client(&participant) {
-        Err(e) => failed(e),
+        Err(e) => failed(e.to_string()),
         Ok(mut client) => {
             let result = match decision {
                 Decision::Commit => {

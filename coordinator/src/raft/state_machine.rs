@@ -279,6 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut replies = Vec::new();
         let mut changes = Vec::new();
         let mut effects = Vec::new();
+        let wanted = self.feed.as_ref().is_some_and(ApplyFeed::wanted);
         let mut batch = Batch::new();
         {
             let mut applied = self.write_applied();
@@ -289,7 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(cmd) => {
                         let from = changes.len();
                         let reply = applied.state.apply_with(self.rules, &cmd, &mut changes);
-                        if self.feed.is_some() {
+                        if wanted {
                             effects_of(&applied.state, &reply, &changes[from..], &mut effects);
                         }
                         reply
@@ -310,8 +311,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let Some(feed) = &self.feed
             && !effects.is_empty()
         {
-            // Waits while the driver is behind (bounded); fails only once it has stopped.
-            let _ = feed.send(effects).await;
+            // Waits while the driver is behind (bounded).
+            feed.send(effects).await;
         }
         Ok(replies)
     }

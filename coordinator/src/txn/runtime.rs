@@ -8,6 +8,7 @@
 
 use ratify_proto::hooks::EndpointExt as _;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,11 +77,47 @@ impl Default for RuntimeConfig {
 /// The apply feed's sending end, held by the state machine: every apply hands the driver what
 /// it changed ([`Effect`]s, in log order). Bounded ([`limits::APPLY_FEED_QUEUE_MAX`]): apply
 /// waits when the driver is behind, so no change is ever dropped.
-pub type ApplyFeed = mpsc::Sender<Vec<Effect>>;
+///
+/// Only while this node leads is anything sent — from the moment the runtime sees itself
+/// leader, before its catch-up read of the state, so every change is either in that read or in
+/// the feed after it. A follower's driver keeps nothing; waking it on every apply would only
+/// cost CPU.
+#[derive(Clone)]
+pub struct ApplyFeed {
+    tx: mpsc::Sender<Vec<Effect>>,
+    leading: Arc<AtomicBool>,
+}
+
+impl ApplyFeed {
+    /// Whether the driver wants this apply's effects (this node leads).
+    pub fn wanted(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Hand `effects` to the driver, waiting while it is behind. Nothing if the runtime has
+    /// stopped.
+    pub async fn send(&self, effects: Vec<Effect>) {
+        let _ = self.tx.send(effects).await;
+    }
+}
+
+/// The apply feed's receiving end, for [`spawn`].
+pub struct FeedReceiver {
+    rx: mpsc::Receiver<Vec<Effect>>,
+    leading: Arc<AtomicBool>,
+}
 
 /// A new apply feed: the sender for the state machine, the receiver for [`spawn`].
-pub fn apply_feed() -> (ApplyFeed, mpsc::Receiver<Vec<Effect>>) {
-    mpsc::channel(limits::APPLY_FEED_QUEUE_MAX)
+pub fn apply_feed() -> (ApplyFeed, FeedReceiver) {
+    let (tx, rx) = mpsc::channel(limits::APPLY_FEED_QUEUE_MAX);
+    let leading = Arc::new(AtomicBool::new(false));
+    (
+        ApplyFeed {
+            tx,
+            leading: leading.clone(),
+        },
+        FeedReceiver { rx, leading },
+    )
 }
 
 type MakeInput = Box<dyn FnOnce(ReplyId) -> Input + Send>;
@@ -208,7 +245,7 @@ pub struct RuntimeParts {
     /// Its applied state.
     pub view: StateView,
     /// The apply feed's receiving end (from [`apply_feed`]).
-    pub feed: mpsc::Receiver<Vec<Effect>>,
+    pub feed: FeedReceiver,
     /// Channels to participants.
     pub participants: Arc<Participants>,
     /// Metrics.
@@ -252,8 +289,9 @@ pub fn spawn(
         jobs_tx,
         jobs_backlog: VecDeque::new(),
         metrics,
+        leading: feed.leading,
     };
-    tokio::spawn(runtime.run(rx, feed, shutdown));
+    tokio::spawn(runtime.run(rx, feed.rx, shutdown));
     TxnHandle { tx }
 }
 
@@ -273,6 +311,8 @@ struct Runtime {
     /// Jobs the proposer could not take yet (the runtime never waits for it).
     jobs_backlog: VecDeque<Job>,
     metrics: Arc<Metrics>,
+    /// Shared with the apply feed: whether this node leads (and wants applied changes).
+    leading: Arc<AtomicBool>,
 }
 
 impl Runtime {
@@ -378,6 +418,7 @@ impl Runtime {
             (None, false) => {}
             (Some(_), false) => {
                 self.leader_term = None;
+                self.leading.store(false, Ordering::Release);
                 inputs.push(Input::LostLeadership);
             }
             (previous, true) => {
@@ -385,6 +426,8 @@ impl Runtime {
                     inputs.push(Input::LostLeadership);
                 }
                 self.leader_term = Some(term);
+                // From now on apply feeds the driver; the catch-up read below covers before.
+                self.leading.store(true, Ordering::Release);
                 // Before acting as leader: apply everything committed in earlier terms, so
                 // the phase-2 work read from the state is complete.
                 let raft = self.raft.clone();

@@ -576,18 +576,12 @@ impl Driver {
                         Effect::Registered {
                             participant,
                             endpoint,
-                        } => {
-                            for reply in self
-                                .registering
-                                .remove(&(participant, endpoint))
-                                .unwrap_or_default()
-                            {
-                                out.push(Action::Reply {
-                                    reply,
-                                    answer: Answer::Registered,
-                                });
-                            }
-                        }
+                        } => self.answer_registration(
+                            participant,
+                            endpoint,
+                            Answer::Registered,
+                            &mut out,
+                        ),
                     }
                 }
             }
@@ -606,18 +600,7 @@ impl Driver {
             Input::RegisterFailed {
                 participant,
                 endpoint,
-            } => {
-                for reply in self
-                    .registering
-                    .remove(&(participant, endpoint))
-                    .unwrap_or_default()
-                {
-                    out.push(Action::Reply {
-                        reply,
-                        answer: Answer::NotLeader,
-                    });
-                }
-            }
+            } => self.answer_registration(participant, endpoint, Answer::NotLeader, &mut out),
             Input::Acks { participant, acks } => {
                 for (txn_id, status) in acks {
                     self.on_ack(now_unix_ms, txn_id, &participant, status);
@@ -1069,6 +1052,23 @@ impl Driver {
                 participants: targets.into_iter().collect(),
             }],
         });
+    }
+
+    /// Answer everyone waiting for the registration of `participant` at `endpoint`.
+    fn answer_registration(
+        &mut self,
+        participant: ParticipantId,
+        endpoint: Endpoint,
+        answer: Answer,
+        out: &mut Vec<Action>,
+    ) {
+        let waiters = self.registering.remove(&(participant, endpoint));
+        for reply in waiters.unwrap_or_default() {
+            out.push(Action::Reply {
+                reply,
+                answer: answer.clone(),
+            });
+        }
     }
 
     fn on_register(
